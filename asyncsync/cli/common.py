@@ -1,0 +1,164 @@
+"""What every CLI command shares: error → exit code mapping, the event loop, common options.
+
+This package is the only code that prints, draws progress or calls ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import click
+from rich.console import Console
+
+from asyncsync.errors import AsyncSyncError
+from asyncsync.rules.limits import DEFAULT_MAX_FILE_BYTES, MAX_FILE_BYTES, HashAlgo, IdType
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PAUSED = 3
+EXIT_INTERRUPTED = 130
+
+#: Human output goes to stderr so that ``--json`` leaves stdout to the JSON summary.
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """Print ``asyncsync: error: message`` on one line to stderr and exit with ``code``."""
+    one_line = " ".join(str(message).split())
+    click.echo(f"asyncsync: error: {one_line}", err=True)
+    sys.exit(code)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on uvloop when available (the CLI's event loop), else on asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def handle_errors(func: Callable[P, T]) -> Callable[P, T]:
+    """Turn asyncsync errors into one line on stderr and the contract's exit code.
+
+    ``AsyncSyncError`` → its ``exit_code``; Ctrl-C → 130; any other exception → exit 1 with a
+    one-line message (set ``ASYNCSYNC_DEBUG=1`` to see the traceback).
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return func(*args, **kwargs)
+        except AsyncSyncError as exc:
+            if os.environ.get("ASYNCSYNC_DEBUG"):
+                raise
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("asyncsync: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:
+            if os.environ.get("ASYNCSYNC_DEBUG"):
+                raise
+            fail(f"unexpected {type(exc).__name__}: {exc} (set ASYNCSYNC_DEBUG=1 for details)")
+
+    return wrapper
+
+
+def print_json(obj: Any) -> None:
+    """Write ``obj`` as one JSON object on one line of stdout."""
+    click.echo(json.dumps(obj, sort_keys=True, default=str))
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``"50MB"`` → 50_000_000; ``"64MiB"`` → 67_108_864; a bare number is bytes."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValueError(f"not a size: {text!r} (try 50MB, 64MiB or a number of bytes)")
+    number, unit = m.group(1), (m.group(2) or "").lower()
+    base = 1024 if "i" in unit else 1000
+    power = {"": 0, "b": 0, "k": 1, "m": 2, "g": 3}[unit[:1]]
+    return int(float(number) * base**power)
+
+
+class SizeParam(click.ParamType):  # type: ignore[type-arg]
+    name = "size"
+
+    def __init__(self, maximum: int | None = None) -> None:
+        self.maximum = maximum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            n = value
+        else:
+            try:
+                n = parse_size(str(value))
+            except ValueError as exc:
+                self.fail(str(exc), param, ctx)
+        if n <= 0:
+            self.fail("must be positive", param, ctx)
+        if self.maximum is not None and n > self.maximum:
+            self.fail(f"{n} bytes is more than TikTok's limit of {self.maximum} bytes", param, ctx)
+        return n
+
+
+def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every data command (prepare, sync) takes."""
+    options = [
+        click.option(
+            "--id-type",
+            type=click.Choice([t.value for t in IdType]),
+            default=IdType.AUTO.value,
+            show_default=True,
+            help="What the input holds; auto means mobile IDs (IDFA/GAID).",
+        ),
+        click.option(
+            "--hash",
+            "hash_algo",
+            type=click.Choice([h.value for h in HashAlgo]),
+            default=HashAlgo.SHA256.value,
+            show_default=True,
+            help="Digest written to the parts (email and phone: sha256 only).",
+        ),
+        click.option(
+            "--column",
+            default=None,
+            metavar="NAME|INDEX",
+            help="Read CSV input and take this column (header name, or 1-based index as cut -f).",
+        ),
+        click.option(
+            "--max-file-bytes",
+            type=SizeParam(MAX_FILE_BYTES),
+            default=DEFAULT_MAX_FILE_BYTES,
+            show_default=True,
+            help="Largest part file (at most 250MB); accepts 50MB, 64MiB, bytes.",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1, max=256),
+            default=None,
+            help="Hashing processes [default: CPU count].",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+AsyncCommand = Callable[..., Awaitable[Any]]

@@ -1,0 +1,7 @@
+"""CLI commands: sync (filled in by its capability)."""
+
+from __future__ import annotations
+
+import click
+
+commands: list[click.Command] = []

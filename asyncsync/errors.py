@@ -1,0 +1,208 @@
+"""The exceptions asyncsync raises to its users.
+
+Every error derives from :class:`AsyncSyncError`; the CLI maps each class to an exit code
+through its ``exit_code`` attribute (2 bad usage or input, 1 failed, 3 paused)::
+
+    AsyncSyncError                     exit 1 unless a subclass says otherwise
+    ├── UsageError(ValueError)         exit 2: an option or argument is wrong
+    ├── InputError                     exit 2: an input file is missing, unreadable or not text
+    │   └── NoValidIdsError            exit 2: the input holds no valid ID
+    ├── OutputError(OSError)           exit 2: the output directory cannot be written
+    ├── StateError                     exit 2: the journal or snapshot store is unusable
+    │   └── InputChangedError          exit 2: the input changed since the journaled job began
+    ├── TransportError(ConnectionError) a connection failed or was reset (after retries)
+    │   └── RequestTimeout(TimeoutError)
+    ├── TikTokError                    ``code != 0``; carries code, message, request_id
+    │   ├── AuthError                  token or credential problem (40102, 40104-40107, 40110)
+    │   ├── BadRequestError            the request was refused as invalid (40000, 40001, 409xx...)
+    │   ├── RateLimitedError           too many requests (40100, 40016, 40132, 40133, 61000)
+    │   ├── TransientError             worth retrying (50000, 51xxx, HTTP 5xx...)
+    │   ├── SignatureMismatchError     40900: the file's MD5 did not match
+    │   ├── FileExpiredError           40910: an uploaded file_path is no longer known
+    │   ├── AudienceBusyError          40002 on update: an operation is still running
+    │   ├── QuotaExceededError         40002 on update: a daily limit is reached
+    │   └── DuplicatedRequestError     40050: the same request was already received
+    └── Paused                         exit 3: a quota or a running operation stopped progress;
+                                       the journal holds the job and the same command resumes it
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AsyncSyncError",
+    "AudienceBusyError",
+    "AuthError",
+    "BadRequestError",
+    "DuplicatedRequestError",
+    "FileExpiredError",
+    "InputChangedError",
+    "InputError",
+    "NoValidIdsError",
+    "OutputError",
+    "Paused",
+    "QuotaExceededError",
+    "RateLimitedError",
+    "RequestTimeout",
+    "SignatureMismatchError",
+    "StateError",
+    "TikTokError",
+    "TransientError",
+    "TransportError",
+    "UsageError",
+]
+
+
+class AsyncSyncError(Exception):
+    """Root of every error asyncsync raises on purpose."""
+
+    exit_code: ClassVar[int] = 1
+
+
+class UsageError(AsyncSyncError, ValueError):
+    """An option or argument is invalid; the message names it."""
+
+    exit_code = 2
+
+
+class InputError(AsyncSyncError):
+    """An input cannot be used; the message names the file (and line when known)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
+class NoValidIdsError(InputError):
+    """The inputs were read but not one line held a valid ID."""
+
+
+class OutputError(AsyncSyncError, OSError):
+    """The output directory or a file in it cannot be written."""
+
+    exit_code = 2
+
+
+class StateError(AsyncSyncError):
+    """The journal (or another local state file) is corrupt, locked or unwritable."""
+
+    exit_code = 2
+
+
+class InputChangedError(StateError):
+    """The input differs from the one the journaled job started from (use ``--restart``)."""
+
+
+class TransportError(AsyncSyncError, ConnectionError):
+    """The HTTP exchange failed below TikTok's envelope (reset, refused, bad response)."""
+
+
+class RequestTimeout(TransportError, TimeoutError):
+    """A request did not complete within its timeout."""
+
+
+class TikTokError(AsyncSyncError):
+    """TikTok answered with ``code != 0`` (or an HTTP error carrying no envelope).
+
+    ``code`` is TikTok's numeric code (an HTTP status for non-JSON answers), ``message`` its text,
+    ``request_id`` the id TikTok support asks for (empty when the answer had none).
+    """
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        request_id: str = "",
+        *,
+        data: Any = None,
+        endpoint: str = "",
+    ) -> None:
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.data = data
+        self.endpoint = endpoint
+        where = f" on {endpoint}" if endpoint else ""
+        rid = f", request_id {request_id}" if request_id else ""
+        super().__init__(f"TikTok error {code}{where}: {message}{rid}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_tiktok_error,
+            (type(self), self.code, self.message, self.request_id, self.endpoint),
+        )
+
+
+def _rebuild_tiktok_error(
+    cls: type[TikTokError], code: int, message: str, request_id: str, endpoint: str
+) -> TikTokError:
+    return cls(code, message, request_id, endpoint=endpoint)
+
+
+class AuthError(TikTokError):
+    """The access token (or app credentials) was refused; retrying cannot help."""
+
+
+class BadRequestError(TikTokError):
+    """TikTok refused the request as invalid; the message names the field."""
+
+
+class RateLimitedError(TikTokError):
+    """TikTok asked us to slow down."""
+
+    retryable = True
+
+
+class TransientError(TikTokError):
+    """A TikTok-side failure that is worth retrying."""
+
+    retryable = True
+
+
+class SignatureMismatchError(TikTokError):
+    """40900: the uploaded bytes did not match ``file_signature``."""
+
+
+class FileExpiredError(TikTokError):
+    """40910 (or an unknown file_path): the uploaded file must be uploaded again."""
+
+
+class AudienceBusyError(TikTokError):
+    """40002 on update: the audience is still running an operation."""
+
+
+class QuotaExceededError(TikTokError):
+    """40002 on update: a daily quota of the audience is used up."""
+
+
+class DuplicatedRequestError(TikTokError):
+    """40050: TikTok already received the same request; re-read state before acting."""
+
+
+class Paused(AsyncSyncError):
+    """Progress stopped on a quota or a running operation; the same command resumes later.
+
+    ``pending`` describes what is left; ``resume_after`` is a UNIX time when progress can
+    continue, if known.
+    """
+
+    exit_code = 3
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pending: dict[str, Any] | None = None,
+        resume_after: float | None = None,
+        result: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.pending = pending or {}
+        self.resume_after = resume_after
+        self.result = result
