@@ -11,7 +11,8 @@ through its ``exit_code`` attribute (2 bad usage or input, 1 failed, 3 paused)::
     ├── StateError                     exit 2: the journal or snapshot store is unusable
     │   └── InputChangedError          exit 2: the input changed since the journaled job began
     ├── TransportError(ConnectionError) a connection failed or was reset (after retries)
-    │   └── RequestTimeout(TimeoutError)
+    │   ├── RequestTimeout(TimeoutError)
+    │   └── OutcomeUnknownError        a create's answer was lost: it may or may not have happened
     ├── TikTokError                    ``code != 0``; carries code, message, request_id
     │   ├── AuthError                  token or credential problem (40102, 40104-40107, 40110)
     │   ├── BadRequestError            the request was refused as invalid (40000, 40001, 409xx...)
@@ -40,6 +41,7 @@ __all__ = [
     "InputChangedError",
     "InputError",
     "NoValidIdsError",
+    "OutcomeUnknownError",
     "OutputError",
     "Paused",
     "QuotaExceededError",
@@ -103,6 +105,19 @@ class TransportError(AsyncSyncError, ConnectionError):
 
 class RequestTimeout(TransportError, TimeoutError):
     """A request did not complete within its timeout."""
+
+
+class OutcomeUnknownError(TransportError):
+    """A request that is not safe to repeat (create) was sent but its answer was lost.
+
+    The client does not resend it: TikTok has no idempotency key, so a blind retry could create a
+    second audience. Look the audience up (by name) before creating it again. ``endpoint`` names
+    the request.
+    """
+
+    def __init__(self, message: str, *, endpoint: str = "") -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
 
 
 class TikTokError(AsyncSyncError):

@@ -162,3 +162,84 @@ def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 AsyncCommand = Callable[..., Awaitable[Any]]
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def check_api_base(url: str) -> str:
+    """``url`` without its trailing slash, when it is a safe API base.
+
+    ``https://`` is taken as is (TLS verification is always on); ``http://`` only when the host is
+    loopback (a local sandbox), since the token travels in a header. Raises ``UsageError``.
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    from asyncsync.errors import UsageError
+
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise UsageError(f"--api-base {url!r} is not a URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise UsageError(f"--api-base {url!r} must be an https:// URL")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise UsageError("--api-base must not hold credentials, a query or a fragment")
+    if parts.scheme == "http":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host.lower() in LOOPBACK_HOSTS
+        if not loopback:
+            raise UsageError(
+                f"--api-base {url!r} uses plain http on a non-loopback host; use https:// "
+                "(plain http is allowed only for a local sandbox on 127.0.0.1 or ::1)"
+            )
+    return url.strip().rstrip("/")
+
+
+def api_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--api-base``, ``--access-token-file`` and ``--advertiser-id``: what an API command takes.
+
+    ``--advertiser-id`` falls back to ``TIKTOK_ADVERTISER_ID``; presence is checked by the command
+    (so that a missing value is a one-line error, exit 2).
+    """
+    from asyncsync.rules.limits import DEFAULT_API_BASE
+
+    options = [
+        click.option(
+            "--advertiser-id",
+            envvar="TIKTOK_ADVERTISER_ID",
+            default=None,
+            metavar="ID",
+            help="Advertiser to act for [env: TIKTOK_ADVERTISER_ID].",
+        ),
+        click.option(
+            "--api-base",
+            default=DEFAULT_API_BASE,
+            show_default=True,
+            metavar="URL",
+            help="TikTok Business API base (http:// only on loopback, for a sandbox).",
+        ),
+        click.option(
+            "--access-token-file",
+            type=click.Path(dir_okay=False),
+            default=None,
+            metavar="PATH",
+            help="Read the access token from PATH (mode 0600) instead of TIKTOK_ACCESS_TOKEN "
+            "or the default token file.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``: one JSON object on stdout at the end; human output stays on stderr."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print one JSON object on stdout at the end."
+    )(func)

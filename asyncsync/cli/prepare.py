@@ -1,7 +1,122 @@
-"""CLI commands: prepare (filled in by its capability)."""
+"""CLI commands: ``prepare`` (inputs to part files + manifest) and ``sample`` (a sample export)."""
 
 from __future__ import annotations
 
-import click
+from typing import Any
 
-commands: list[click.Command] = []
+import click
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from asyncsync.cli.common import console, handle_errors, prepare_options, print_json, run_async
+from asyncsync.events import ChunkHashed, Event, PartWritten
+from asyncsync.pipeline import PrepareOptions, PrepareResult, prepare
+from asyncsync.sample import KINDS, write_sample
+
+
+def summary(result: PrepareResult) -> dict[str, Any]:
+    """The ``--json`` summary of ``prepare``: the manifest's keys plus where it is."""
+    out = result.to_manifest()
+    out["out_dir"] = str(result.out_dir)
+    out["manifest"] = str(result.manifest_path)
+    out["ids_per_s"] = round(result.rows_read / result.elapsed_s) if result.elapsed_s else None
+    return out
+
+
+def _print_summary(result: PrepareResult) -> None:
+    rate = result.rows_read / result.elapsed_s if result.elapsed_s else 0.0
+    rejected = ", ".join(f"{k} {v:,}" for k, v in result.rejected.items())
+    console.print(
+        f"rows read {result.rows_read:,}  valid {result.rows_valid:,}  "
+        f"invalid {result.rows_invalid:,} ({rejected})"
+    )
+    console.print(
+        f"duplicates {result.duplicates:,}  written {result.rows_written:,}  "
+        f"parts {len(result.parts)} ({result.bytes_written:,} bytes, "
+        f"{result.calculate_type.value})"
+    )
+    console.print(f"elapsed {result.elapsed_s:.2f} s  {rate:,.0f} IDs/s  -> {result.manifest_path}")
+    for line in result.rejected_sample[:5]:
+        console.print(f"  rejected: {line.input}:{line.line}: {line.reason}")
+
+
+class _ProgressReporter:
+    """Draws rows hashed and parts written on stderr (only when stderr is a terminal)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.rows = progress.add_task("hashing", total=None, unit="rows")
+        self.parts = progress.add_task("parts", total=None, unit="parts")
+
+    def __call__(self, event: Event, /) -> None:
+        if isinstance(event, ChunkHashed):
+            self.progress.update(self.rows, advance=event.rows)
+        elif isinstance(event, PartWritten):
+            self.progress.update(self.parts, advance=1)
+
+
+@click.command("prepare")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option(
+    "-o",
+    "--out-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory for part-NNNNN.txt files and manifest.json (stale parts there are removed).",
+)
+@prepare_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@handle_errors
+def prepare_command(
+    inputs: tuple[str, ...],
+    out_dir: str,
+    id_type: str,
+    hash_algo: str,
+    column: str | None,
+    max_file_bytes: int,
+    workers: int | None,
+    as_json: bool,
+) -> None:
+    """Normalize, hash, dedupe and split INPUT... (files, .gz, .zst, or - for stdin) into part
+    files and a manifest. No network."""
+    options = PrepareOptions(
+        id_type=id_type,  # type: ignore[arg-type]
+        hash_algo=hash_algo,  # type: ignore[arg-type]
+        column=column,
+        max_file_bytes=max_file_bytes,
+        workers=workers,
+    )
+    if console.is_terminal and not as_json:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,} {task.fields[unit]}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console, transient=True) as progress:
+            result = run_async(
+                prepare(
+                    *inputs, out_dir=out_dir, options=options, reporter=_ProgressReporter(progress)
+                )
+            )
+    else:
+        result = run_async(prepare(*inputs, out_dir=out_dir, options=options))
+    if as_json:
+        print_json(summary(result))
+    else:
+        _print_summary(result)
+
+
+@click.command("sample")
+@click.option("-n", "rows", type=click.IntRange(min=0), required=True, help="Lines to write.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="File.")
+@click.option("--kind", type=click.Choice(KINDS), default="maid", show_default=True)
+@click.option("--gzip", "compress", is_flag=True, help="Compress the file with gzip.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+@handle_errors
+def sample_command(rows: int, output: str, kind: str, compress: bool, seed: int) -> None:
+    """Write a realistic sample export: mixed-case IDs, duplicates, blank and invalid lines."""
+    written = write_sample(output, rows, kind=kind, compress=compress, seed=seed)
+    console.print(f"wrote {rows:,} {kind} lines ({written:,} bytes) to {output}")
+
+
+commands: list[click.Command] = [prepare_command, sample_command]

@@ -1,0 +1,595 @@
+"""The job journal: a SQLite file that records every step of a sync so that a rerun resumes it.
+
+One journal per state directory (``journal.sqlite3``, WAL mode, file mode 0600 in a 0700
+directory) holds:
+
+- ``jobs``: one row per sync job, keyed by (api_base, advertiser_id, target, action) where target
+  is ``name:<name>`` or ``id:<audience_id>``, with the fingerprint of its input, its status
+  (``active``, ``paused``, ``done``, ``abandoned``), the audience it works on, the prepare summary
+  once prepare finished, and the final result of a finished job;
+- ``parts``: the parts of a job (index, file, bytes, rows, md5) and, once uploaded, the
+  ``file_path`` TikTok returned;
+- ``operations``: every audience operation (``create``, ``APPEND``, ``REMOVE``, ``REPLACE``) as an
+  intent row committed *before* the request and completed with an outcome *after* it. An intent
+  whose outcome is still NULL is an operation whose result is unknown (the process died or the
+  answer was lost); the sync job reconciles it against TikTok's state before acting again.
+
+Every write is its own transaction, committed before the caller moves on, so a process killed at
+any instruction leaves a journal that says exactly what was sent. Jobs and operations are also
+flushed to disk at each commit (``synchronous=FULL``), so that even a power cut cannot lose an
+intent; part records are not (a lost one costs a re-upload, not a second audience).
+Timestamps are epoch seconds of the sync job's clock (the quota day is the UTC day of it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import sqlite3
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from asyncsync.errors import StateError
+
+__all__ = [
+    "JOURNAL_FILENAME",
+    "JobRow",
+    "Journal",
+    "OperationRow",
+    "Outcome",
+    "PartRow",
+]
+
+JOURNAL_FILENAME: Final = "journal.sqlite3"
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    key           TEXT NOT NULL,
+    api_base      TEXT NOT NULL,
+    advertiser_id TEXT NOT NULL,
+    target        TEXT NOT NULL,
+    action        TEXT NOT NULL,
+    fingerprint   TEXT NOT NULL,
+    resumable     INTEGER NOT NULL,
+    status        TEXT NOT NULL,
+    audience_id   TEXT,
+    calculate_type TEXT,
+    prepared      TEXT,
+    result        TEXT,
+    created_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (key, id);
+CREATE TABLE IF NOT EXISTS parts (
+    job_id      INTEGER NOT NULL REFERENCES jobs (id),
+    idx         INTEGER NOT NULL,
+    file        TEXT NOT NULL,
+    bytes       INTEGER NOT NULL,
+    rows        INTEGER NOT NULL,
+    md5         TEXT NOT NULL,
+    file_path   TEXT,
+    uploaded_at REAL,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE TABLE IF NOT EXISTS operations (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id        INTEGER NOT NULL REFERENCES jobs (id),
+    api_base      TEXT NOT NULL,
+    advertiser_id TEXT NOT NULL,
+    audience_id   TEXT,
+    kind          TEXT NOT NULL,
+    batch         INTEGER NOT NULL,
+    file_paths    TEXT NOT NULL,
+    detail        TEXT NOT NULL,
+    intent_at     REAL NOT NULL,
+    outcome       TEXT,
+    result_at     REAL
+);
+CREATE INDEX IF NOT EXISTS operations_by_job ON operations (job_id, id);
+CREATE INDEX IF NOT EXISTS operations_by_audience
+    ON operations (api_base, advertiser_id, audience_id, intent_at);
+"""
+
+
+class Outcome:
+    """Outcomes of an operation row (NULL while the result is unknown)."""
+
+    DONE: Final = "done"
+    """TikTok accepted the operation (or reconciliation found it applied)."""
+    ABSENT: Final = "absent"
+    """Reconciliation found the operation was never applied."""
+    BUSY: Final = "busy"
+    """Refused because another operation was running; nothing happened."""
+    QUOTA: Final = "quota"
+    """Refused because a daily quota was used up; nothing happened."""
+    FAILED: Final = "failed"
+    """Refused for another reason; nothing happened."""
+
+    NOT_APPLIED: Final = frozenset({ABSENT, BUSY, QUOTA, FAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    id: int
+    key: str
+    api_base: str
+    advertiser_id: str
+    target: str
+    action: str
+    fingerprint: dict[str, Any]
+    resumable: bool
+    status: str
+    audience_id: str | None
+    calculate_type: str | None
+    prepared: dict[str, Any] | None
+    result: dict[str, Any] | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PartRow:
+    index: int
+    file: str
+    bytes: int
+    rows: int
+    md5: str
+    file_path: str | None
+    uploaded_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRow:
+    id: int
+    job_id: int
+    audience_id: str | None
+    kind: str
+    batch: int
+    file_paths: tuple[str, ...]
+    detail: dict[str, Any]
+    intent_at: float
+    outcome: str | None
+    result_at: float | None
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def _job(row: sqlite3.Row) -> JobRow:
+    return JobRow(
+        id=row["id"],
+        key=row["key"],
+        api_base=row["api_base"],
+        advertiser_id=row["advertiser_id"],
+        target=row["target"],
+        action=row["action"],
+        fingerprint=json.loads(row["fingerprint"]),
+        resumable=bool(row["resumable"]),
+        status=row["status"],
+        audience_id=row["audience_id"],
+        calculate_type=row["calculate_type"],
+        prepared=_loads(row["prepared"]),
+        result=_loads(row["result"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _part(row: sqlite3.Row) -> PartRow:
+    return PartRow(
+        index=row["idx"],
+        file=row["file"],
+        bytes=row["bytes"],
+        rows=row["rows"],
+        md5=row["md5"],
+        file_path=row["file_path"],
+        uploaded_at=row["uploaded_at"],
+    )
+
+
+def _operation(row: sqlite3.Row) -> OperationRow:
+    return OperationRow(
+        id=row["id"],
+        job_id=row["job_id"],
+        audience_id=row["audience_id"],
+        kind=row["kind"],
+        batch=row["batch"],
+        file_paths=tuple(json.loads(row["file_paths"])),
+        detail=json.loads(row["detail"]),
+        intent_at=row["intent_at"],
+        outcome=row["outcome"],
+        result_at=row["result_at"],
+    )
+
+
+def job_key(api_base: str, advertiser_id: str, target: str, action: str) -> str:
+    """The identity of a job: the same command (same API, advertiser, audience, action)."""
+    return _dumps([api_base.rstrip("/"), advertiser_id, target, action])
+
+
+class Journal:
+    """The SQLite journal of a state directory; a context manager that closes the connection.
+
+    Opening creates the directory (mode 0700) and the file (mode 0600) when missing, and raises
+    :class:`StateError` when the file is not a usable journal (corrupt, written by a newer
+    version, or not writable), before the sync job makes any network call.
+    """
+
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / JOURNAL_FILENAME
+        self._db: sqlite3.Connection | None = None
+        self._sync_level = 2
+        self._open()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        try:
+            if not self.state_dir.exists():
+                self.state_dir.mkdir(mode=0o700, parents=True)
+                os.chmod(self.state_dir, 0o700)
+            if not self.path.exists():
+                fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+            mode = stat.S_IMODE(self.path.stat().st_mode)
+            if mode & 0o077:
+                os.chmod(self.path, 0o600)
+        except OSError as exc:
+            raise StateError(
+                f"cannot create the journal {self.path}: {exc.strerror or exc}"
+            ) from exc
+        if not os.access(self.path, os.R_OK | os.W_OK):
+            raise StateError(f"the journal {self.path} is not readable and writable by this user")
+        try:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open the journal {self.path}: {exc}") from exc
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA journal_mode=WAL").fetchone()
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"the journal {self.path} was written by a newer asyncsync "
+                    f"(schema {version}, this version reads {SCHEMA_VERSION})"
+                )
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise StateError(f"the journal {self.path} is corrupt: {check}")
+            if version < SCHEMA_VERSION:
+                # executescript commits on its own, so the script carries its transaction.
+                db.executescript(
+                    f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
+                )
+        except sqlite3.Error as exc:
+            db.close()
+            raise StateError(
+                f"the journal {self.path} is corrupt or not writable: {exc} "
+                "(move it away to start with an empty journal)"
+            ) from exc
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StateError(f"the journal {self.path} is closed")
+        return self._db
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _sync(self, durable: bool) -> None:
+        # WAL with synchronous=NORMAL survives a killed process but not a power cut: enough
+        # for part uploads (a lost record costs one re-upload), not for operation intents.
+        level = 2 if durable else 1
+        if level != self._sync_level:
+            self.db.execute(f"PRAGMA synchronous={level}")
+            self._sync_level = level
+
+    def _write(
+        self, sql: str, params: Iterable[Any] = (), *, durable: bool = True
+    ) -> sqlite3.Cursor:
+        try:
+            self._sync(durable)
+            with self._transaction(self.db):
+                return self.db.execute(sql, tuple(params))
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write the journal {self.path}: {exc}") from exc
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self.db.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the journal {self.path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Hold the job's lock file for the block: two runs of one job never overlap.
+
+        Raises StateError at once when another process holds it.
+        """
+        locks = self.state_dir / "locks"
+        name = hashlib.sha256(key.encode()).hexdigest()[:24]
+        try:
+            locks.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(locks / f"job-{name}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot create a lock file in {locks}: {exc.strerror}") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StateError(
+                    "another asyncsync process is running this same job right now "
+                    f"(lock {locks / f'job-{name}.lock'}); wait for it to finish"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def find_job(self, key: str) -> JobRow | None:
+        """The latest resumable job of ``key`` that is not abandoned, if any."""
+        rows = self._read(
+            "SELECT * FROM jobs WHERE key = ? AND resumable = 1 AND status != 'abandoned' "
+            "ORDER BY id DESC LIMIT 1",
+            (key,),
+        )
+        return _job(rows[0]) if rows else None
+
+    def get_job(self, job_id: int) -> JobRow:
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise StateError(f"job {job_id} is not in the journal {self.path}")
+        return _job(rows[0])
+
+    def create_job(
+        self,
+        *,
+        key: str,
+        api_base: str,
+        advertiser_id: str,
+        target: str,
+        action: str,
+        fingerprint: dict[str, Any],
+        resumable: bool,
+        audience_id: str | None,
+        now: float,
+    ) -> JobRow:
+        cur = self._write(
+            "INSERT INTO jobs (key, api_base, advertiser_id, target, action, fingerprint, "
+            "resumable, status, audience_id, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)",
+            (
+                key,
+                api_base.rstrip("/"),
+                advertiser_id,
+                target,
+                action,
+                _dumps(fingerprint),
+                int(resumable),
+                audience_id,
+                now,
+                now,
+            ),
+        )
+        assert cur.lastrowid is not None
+        return self.get_job(cur.lastrowid)
+
+    def set_status(
+        self, job_id: int, status: str, *, now: float, result: dict[str, Any] | None = None
+    ) -> None:
+        self._write(
+            "UPDATE jobs SET status = ?, result = coalesce(?, result), updated_at = ? WHERE id = ?",
+            (status, None if result is None else _dumps(result), now, job_id),
+        )
+
+    def set_audience(self, job_id: int, audience_id: str, *, now: float) -> None:
+        self._write(
+            "UPDATE jobs SET audience_id = ?, updated_at = ? WHERE id = ?",
+            (audience_id, now, job_id),
+        )
+
+    def set_prepared(
+        self, job_id: int, summary: dict[str, Any], calculate_type: str, *, now: float
+    ) -> None:
+        """Record that prepare finished: the parts table now lists every part of the job."""
+        self._write(
+            "UPDATE jobs SET prepared = ?, calculate_type = ?, updated_at = ? WHERE id = ?",
+            (_dumps(summary), calculate_type, now, job_id),
+        )
+
+    def claimed_audience_ids(self, api_base: str, advertiser_id: str) -> set[str]:
+        """Audience IDs any journaled job of this advertiser created or worked on."""
+        rows = self._read(
+            "SELECT audience_id FROM jobs WHERE api_base = ? AND advertiser_id = ? "
+            "AND audience_id IS NOT NULL "
+            "UNION SELECT audience_id FROM operations WHERE api_base = ? AND advertiser_id = ? "
+            "AND audience_id IS NOT NULL",
+            (api_base.rstrip("/"), advertiser_id, api_base.rstrip("/"), advertiser_id),
+        )
+        return {r[0] for r in rows}
+
+    # -- parts -----------------------------------------------------------------------------
+
+    def parts(self, job_id: int) -> dict[int, PartRow]:
+        rows = self._read("SELECT * FROM parts WHERE job_id = ? ORDER BY idx", (job_id,))
+        return {r["idx"]: _part(r) for r in rows}
+
+    def record_part(
+        self, job_id: int, *, index: int, file: str, bytes: int, rows: int, md5: str
+    ) -> PartRow:
+        """Insert the part, or update it; a changed MD5 forgets the part's old upload."""
+        self._write(
+            "INSERT INTO parts (job_id, idx, file, bytes, rows, md5) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (job_id, idx) DO UPDATE SET file = excluded.file, "
+            "bytes = excluded.bytes, rows = excluded.rows, "
+            "file_path = CASE WHEN parts.md5 = excluded.md5 THEN parts.file_path END, "
+            "uploaded_at = CASE WHEN parts.md5 = excluded.md5 THEN parts.uploaded_at END, "
+            "md5 = excluded.md5",
+            (job_id, index, file, bytes, rows, md5),
+            durable=False,
+        )
+        found = self._read("SELECT * FROM parts WHERE job_id = ? AND idx = ?", (job_id, index))
+        return _part(found[0])
+
+    def truncate_parts(self, job_id: int, last_index: int) -> None:
+        """Forget parts with an index above ``last_index`` (a re-run of prepare wrote fewer)."""
+        self._write("DELETE FROM parts WHERE job_id = ? AND idx > ?", (job_id, last_index))
+
+    def record_upload(self, job_id: int, index: int, file_path: str, *, now: float) -> None:
+        self._write(
+            "UPDATE parts SET file_path = ?, uploaded_at = ? WHERE job_id = ? AND idx = ?",
+            (file_path, now, job_id, index),
+            durable=False,
+        )
+
+    def forget_uploads(self, job_id: int, indices: Iterable[int]) -> None:
+        """Forget the file_paths of these parts (TikTok reported them expired)."""
+        idx = list(indices)
+        try:
+            self._sync(True)
+            with self._transaction(self.db):
+                self.db.executemany(
+                    "UPDATE parts SET file_path = NULL, uploaded_at = NULL "
+                    "WHERE job_id = ? AND idx = ?",
+                    [(job_id, i) for i in idx],
+                )
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write the journal {self.path}: {exc}") from exc
+
+    # -- operations ------------------------------------------------------------------------
+
+    def begin_operation(
+        self,
+        job: JobRow,
+        *,
+        kind: str,
+        batch: int,
+        audience_id: str | None,
+        file_paths: Iterable[str],
+        detail: dict[str, Any] | None = None,
+        now: float,
+    ) -> int:
+        """Commit the intent of an operation, before its request is sent; returns its id."""
+        cur = self._write(
+            "INSERT INTO operations (job_id, api_base, advertiser_id, audience_id, kind, batch, "
+            "file_paths, detail, intent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.id,
+                job.api_base,
+                job.advertiser_id,
+                audience_id,
+                kind,
+                batch,
+                _dumps(list(file_paths)),
+                _dumps(detail or {}),
+                now,
+            ),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def finish_operation(
+        self,
+        op_id: int,
+        outcome: str,
+        *,
+        now: float,
+        audience_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Commit the outcome of an operation; ``audience_id`` (the audience a create made)
+        becomes the job's audience in the same transaction."""
+        row = self._read("SELECT detail FROM operations WHERE id = ?", (op_id,))
+        merged = json.loads(row[0][0]) if row else {}
+        merged.update(detail or {})
+        try:
+            self._sync(True)
+            with self._transaction(self.db):
+                self.db.execute(
+                    "UPDATE operations SET outcome = ?, result_at = ?, "
+                    "audience_id = coalesce(?, audience_id), detail = ? WHERE id = ?",
+                    (outcome, now, audience_id, _dumps(merged), op_id),
+                )
+                if audience_id is not None:
+                    self.db.execute(
+                        "UPDATE jobs SET audience_id = ?, updated_at = ? "
+                        "WHERE id = (SELECT job_id FROM operations WHERE id = ?)",
+                        (audience_id, now, op_id),
+                    )
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write the journal {self.path}: {exc}") from exc
+
+    def operations(self, job_id: int) -> list[OperationRow]:
+        rows = self._read("SELECT * FROM operations WHERE job_id = ? ORDER BY id", (job_id,))
+        return [_operation(r) for r in rows]
+
+    def operations_on(
+        self, api_base: str, advertiser_id: str, audience_id: str
+    ) -> list[OperationRow]:
+        """Every journaled operation on an audience, of any job, oldest first."""
+        rows = self._read(
+            "SELECT * FROM operations WHERE api_base = ? AND advertiser_id = ? "
+            "AND audience_id = ? ORDER BY id",
+            (api_base.rstrip("/"), advertiser_id, audience_id),
+        )
+        return [_operation(r) for r in rows]
+
+    def operations_between(
+        self, api_base: str, advertiser_id: str, audience_id: str, start: float, end: float
+    ) -> list[OperationRow]:
+        """Operations on an audience, of any job, whose intent falls in ``[start, end)`` and
+        that TikTok applied or may have applied (outcome done or still unknown)."""
+        rows = self._read(
+            "SELECT * FROM operations WHERE api_base = ? AND advertiser_id = ? "
+            "AND audience_id = ? AND intent_at >= ? AND intent_at < ? "
+            "AND (outcome IS NULL OR outcome = 'done') ORDER BY id",
+            (api_base.rstrip("/"), advertiser_id, audience_id, start, end),
+        )
+        return [_operation(r) for r in rows]

@@ -1,0 +1,124 @@
+"""Part files: capped, hex digest per line, MD5 computed while writing, renamed when complete.
+
+A part holds ``rows_per_part(max_file_bytes, digest_size)`` digests (the last one fewer), each
+written as lowercase hex and ``\\n``: every line has the same length, so the cap is a row count
+and part ``k`` is rows ``[k*R, (k+1)*R)`` of the sorted unique stream. The file is written under
+``part-NNNNN.txt.tmp`` and renamed only once complete, so a crash never leaves a part that looks
+finished; its MD5 is updated with exactly the bytes handed to ``write``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+__all__ = [
+    "PART_GLOB",
+    "PartInfo",
+    "PartSource",
+    "part_name",
+    "rows_per_part",
+    "write_json_atomic",
+    "write_part",
+]
+
+PART_GLOB: Final = "part-*.txt"
+TMP_SUFFIX: Final = ".tmp"
+_SLICE_ROWS: Final = 1 << 17
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartInfo:
+    """One finished part file."""
+
+    index: int
+    """1-based position of the part."""
+    file: str
+    """Name relative to the output directory, e.g. ``part-00001.txt``."""
+    path: Path
+    """Absolute path."""
+    bytes: int
+    rows: int
+    md5: str
+    """Lowercase hex MD5 of the file's bytes, computed while they were written."""
+
+    def to_manifest(self) -> dict[str, object]:
+        return {"file": self.file, "bytes": self.bytes, "rows": self.rows, "md5": self.md5}
+
+
+@dataclass(frozen=True, slots=True)
+class PartSource:
+    """Rows ``[first, last)`` of a file of sorted unique binary digests."""
+
+    path: str
+    first: int
+    last: int
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.txt"
+
+
+def rows_per_part(max_file_bytes: int, digest_size: int) -> int:
+    """How many digest lines fit in ``max_file_bytes`` (0 when not even one does)."""
+    return max_file_bytes // (2 * digest_size + 1)
+
+
+def write_part(
+    index: int,
+    sources: Sequence[PartSource],
+    digest_size: int,
+    out_dir: str,
+    fsync: bool = False,
+) -> PartInfo:
+    """Write part ``index`` from ``sources`` (worker side); returns its final ``PartInfo``.
+
+    Memory: about 4 x 2**17 x digest_size bytes, whatever the part size.
+    """
+    name = part_name(index)
+    final = Path(out_dir) / name
+    tmp = final.with_name(name + TMP_SUFFIX)
+    md5 = hashlib.md5()
+    width = 2 * digest_size
+    written = rows = 0
+    with open(tmp, "wb") as out:
+        for src in sources:
+            with open(src.path, "rb") as f:
+                for first in range(src.first, src.last, _SLICE_ROWS):
+                    n = min(_SLICE_ROWS, src.last - first)
+                    f.seek(first * digest_size)
+                    raw = f.read(n * digest_size)
+                    if len(raw) != n * digest_size:
+                        raise OSError(f"{src.path}: merged digests shorter than expected")
+                    hexed = np.frombuffer(binascii.hexlify(raw), dtype=np.uint8)
+                    lines = np.empty((n, width + 1), dtype=np.uint8)
+                    lines[:, :width] = hexed.reshape(n, width)
+                    lines[:, width] = 10
+                    md5.update(lines.data)
+                    out.write(lines.data)
+                    written += lines.nbytes
+                    rows += n
+        if fsync:
+            out.flush()
+            os.fsync(out.fileno())
+    os.replace(tmp, final)
+    return PartInfo(
+        index=index, file=name, path=final, bytes=written, rows=rows, md5=md5.hexdigest()
+    )
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON to a temporary name beside ``path``, then rename it over ``path``."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,647 @@
+"""The prepare stage: inputs in, sorted unique digests out, cut into capped part files.
+
+Three steps, all on one process pool:
+
+1. **hash**: chunks of the inputs (byte ranges of plain files, read by the workers themselves;
+   streamed blocks of compressed files, stdin and CSV) are normalized, validated and hashed a
+   whole chunk at a time; each chunk's binary digests are spilled to disk bucketed by their
+   leading bits (:mod:`asyncsync.pipeline.dedupe`). At most ``chunks_in_flight`` chunks are
+   submitted and not yet done (backpressure on the reader).
+2. **merge**: runs of buckets are sorted and made unique, each into one file.
+3. **parts**: part ``k`` is rows ``[k*R, (k+1)*R)`` of the concatenated unique files, hex
+   encoded, MD5 computed while written, renamed when complete; parts are handed to ``on_part``
+   in index order while later ones are still being produced.
+
+The output depends only on the set of valid IDs and the options of
+:meth:`PrepareOptions.fingerprint`: the same input gives the same part names, bytes and MD5s
+whatever the worker count, chunk size or timing. ``manifest.json`` is written last, atomically.
+
+Stale ``part-*.txt`` (and ``.tmp``) files, ``manifest.json`` and spill directories left in the
+output directory by an earlier run are removed before anything is written, so they never mix
+with this run's parts. Only those names are touched; other files in the directory stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import aclosing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from asyncsync.errors import (
+    AsyncSyncError,
+    NoValidIdsError,
+    OutputError,
+    StateError,
+    UsageError,
+)
+from asyncsync.events import ChunkHashed, PartWritten, Reporter, StageChanged, null_reporter
+from asyncsync.pipeline.dedupe import (
+    MergeSource,
+    merge_group,
+    plan_groups,
+)
+from asyncsync.pipeline.parts import (
+    PART_GLOB,
+    TMP_SUFFIX,
+    PartInfo,
+    PartSource,
+    rows_per_part,
+    write_json_atomic,
+    write_part,
+)
+from asyncsync.pipeline.source import InputSpec, iter_jobs, open_inputs, parse_column
+from asyncsync.pipeline.worker import ChunkResult, HashSettings, hash_job, init_worker
+from asyncsync.rules.hashing import REASONS, digest_size
+from asyncsync.rules.limits import (
+    DEFAULT_MAX_FILE_BYTES,
+    MAX_FILE_BYTES,
+    CalculateType,
+    HashAlgo,
+    IdType,
+    calculate_type,
+)
+
+__all__ = [
+    "MANIFEST_NAME",
+    "PartInfo",
+    "PrepareOptions",
+    "PrepareResult",
+    "RejectedLine",
+    "prepare",
+    "read_manifest",
+]
+
+MANIFEST_NAME: Final = "manifest.json"
+MANIFEST_VERSION: Final = 1
+MiB: Final = 1024 * 1024
+SPILL_PREFIX: Final = ".prepare-spill-"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareOptions:
+    """How ``prepare`` reads, hashes and splits its inputs.
+
+    ``id_type``: what the lines hold (``auto`` means mobile IDs, as ``maid``). ``hash_algo``:
+    digest written (email and phone: sha256 only; ``sha256``/``md5`` input must match it).
+    ``column``: read CSV and take this column: a header name, or a 1-based index (an ``int`` or
+    a string of digits); with an index the first record is a header only if its field is no
+    valid ID and holds no digit. ``max_file_bytes``: largest part, at most 250 MB.
+    ``workers``: processes (default: CPU count).
+
+    Tuning (none of these changes the output): ``chunk_bytes`` of input per chunk;
+    ``chunks_in_flight`` chunks submitted and not done (default ``2 * workers``);
+    ``merge_rows`` rows sorted at once by a worker; ``bucket_bits`` (1-16) how finely the digest
+    space is split for the merge; ``spill_dir`` where the temporary digest runs go (default: a
+    hidden directory inside the output directory); ``sample_cap`` rejected lines kept for the
+    report; ``fsync`` parts before renaming them.
+
+    Worst-case memory, with W = workers, C = chunk_bytes, F = chunks_in_flight:
+    the parent holds up to F chunks of streamed input (compressed, stdin, CSV), about ``2 * F * C``
+    (nothing for plain files, which the workers read themselves); each worker about ``7 * C``
+    while hashing (input, line index, ID matrix, digests, bucketed copy) and about
+    ``(3.5 * D + 8) * merge_rows`` while merging (D = 32 bytes per SHA256 digest, 16 for MD5);
+    part writing needs about 20 MB per worker; the parent keeps 4 bytes per bucket per chunk
+    (4 KiB per chunk, about 1 MB per 10 M rows). Defaults (C = 4 MiB, F = 2W, 1 M merge rows):
+    about 150 MB per worker plus 16 MB per worker in the parent for streamed inputs, whatever
+    the input size. Dedupe state is on disk: 2 x D bytes per valid ID (spill and unique runs).
+    """
+
+    id_type: IdType = IdType.AUTO
+    hash_algo: HashAlgo = HashAlgo.SHA256
+    column: str | int | None = None
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    workers: int | None = None
+    chunk_bytes: int = 4 * MiB
+    chunks_in_flight: int | None = None
+    merge_rows: int = 1_000_000
+    bucket_bits: int = 10
+    spill_dir: Path | None = None
+    sample_cap: int = 100
+    fsync: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "id_type", IdType(self.id_type))
+        except ValueError:
+            choices = ", ".join(t.value for t in IdType)
+            raise UsageError(f"--id-type {self.id_type!r}: expected one of {choices}") from None
+        try:
+            object.__setattr__(self, "hash_algo", HashAlgo(self.hash_algo))
+        except ValueError:
+            raise UsageError(f"--hash {self.hash_algo!r}: expected sha256 or md5") from None
+        object.__setattr__(self, "column", parse_column(self.column))
+        if self.spill_dir is not None:
+            object.__setattr__(self, "spill_dir", Path(self.spill_dir))
+        try:
+            calculate_type(self.id_type, self.hash_algo)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        line = 2 * digest_size(self.id_type, self.hash_algo) + 1
+        if not line <= self.max_file_bytes <= MAX_FILE_BYTES:
+            raise UsageError(
+                f"--max-file-bytes {self.max_file_bytes}: must be between {line} (one line) "
+                f"and {MAX_FILE_BYTES}"
+            )
+        for name, low in (("workers", 1), ("chunks_in_flight", 1)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < low):
+                raise UsageError(f"{name} must be an integer >= {low}, not {value!r}")
+        if self.chunk_bytes < 4096:
+            raise UsageError(f"chunk_bytes must be at least 4096, not {self.chunk_bytes}")
+        if self.merge_rows < 1:
+            raise UsageError(f"merge_rows must be positive, not {self.merge_rows}")
+        if not 1 <= self.bucket_bits <= 16:
+            raise UsageError(f"bucket_bits must be between 1 and 16, not {self.bucket_bits}")
+        if self.sample_cap < 0:
+            raise UsageError(f"sample_cap must not be negative, not {self.sample_cap}")
+
+    @property
+    def calculate_type(self) -> CalculateType:
+        return calculate_type(self.id_type, self.hash_algo)
+
+    @property
+    def digest_size(self) -> int:
+        return digest_size(self.id_type, self.hash_algo)
+
+    def resolved_workers(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    def fingerprint(self) -> dict[str, object]:
+        """The options that change the output bytes (for the sync journal)."""
+        kind = IdType.MAID if self.id_type is IdType.AUTO else self.id_type
+        return {
+            "id_type": kind.value,
+            "hash": self.hash_algo.value,
+            "column": self.column,
+            "max_file_bytes": self.max_file_bytes,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedLine:
+    """One rejected line of the report: where it is and why."""
+
+    line: int
+    reason: str
+    input: str
+
+    def to_manifest(self) -> dict[str, object]:
+        return {"input": self.input, "line": self.line, "reason": self.reason}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareResult:
+    """What ``prepare`` produced; its fields are the manifest's (see :meth:`to_manifest`).
+
+    Row counts (DESIGN.md section 3): ``rows_read`` every data line (a CSV header is not one,
+    blank lines are); ``rows_invalid`` the rejected ones, split by reason in ``rejected``;
+    ``rows_valid = rows_read - rows_invalid``; ``duplicates`` valid lines whose ID was already
+    seen; ``rows_written = rows_valid - duplicates`` (the lines of all parts).
+    """
+
+    out_dir: Path
+    manifest_path: Path
+    calculate_type: CalculateType
+    parts: tuple[PartInfo, ...]
+    rows_read: int
+    rows_valid: int
+    rows_invalid: int
+    rejected: dict[str, int]
+    duplicates: int
+    rows_written: int
+    rejected_sample: tuple[RejectedLine, ...]
+    elapsed_s: float
+    inputs: tuple[str, ...] = ()
+    options: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(p.bytes for p in self.parts)
+
+    def to_manifest(self) -> dict[str, object]:
+        """The content of ``manifest.json``."""
+        return {
+            "version": MANIFEST_VERSION,
+            "calculate_type": self.calculate_type.value,
+            "parts": [p.to_manifest() for p in self.parts],
+            "rows_read": self.rows_read,
+            "rows_valid": self.rows_valid,
+            "rows_invalid": self.rows_invalid,
+            "rejected": dict(self.rejected),
+            "duplicates": self.duplicates,
+            "rows_written": self.rows_written,
+            "bytes_written": self.bytes_written,
+            "rejected_sample": [r.to_manifest() for r in self.rejected_sample],
+            "elapsed_s": round(self.elapsed_s, 3),
+            "inputs": list(self.inputs),
+            "options": dict(self.options),
+        }
+
+
+def read_manifest(out_dir: str | os.PathLike[str]) -> PrepareResult:
+    """The result recorded in ``out_dir/manifest.json``; ``StateError`` if missing or corrupt."""
+    root = Path(os.path.abspath(out_dir))
+    path = root / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StateError(f"{path}: no manifest (run prepare first)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StateError(f"{path}: unreadable manifest: {exc}") from None
+    try:
+        parts = tuple(
+            PartInfo(
+                index=i,
+                file=str(p["file"]),
+                path=root / str(p["file"]),
+                bytes=int(p["bytes"]),
+                rows=int(p["rows"]),
+                md5=str(p["md5"]),
+            )
+            for i, p in enumerate(data["parts"], start=1)
+        )
+        return PrepareResult(
+            out_dir=root,
+            manifest_path=path,
+            calculate_type=CalculateType(data["calculate_type"]),
+            parts=parts,
+            rows_read=int(data["rows_read"]),
+            rows_valid=int(data["rows_valid"]),
+            rows_invalid=int(data["rows_invalid"]),
+            rejected={str(k): int(v) for k, v in data["rejected"].items()},
+            duplicates=int(data["duplicates"]),
+            rows_written=int(data["rows_written"]),
+            rejected_sample=tuple(
+                RejectedLine(int(r["line"]), str(r["reason"]), str(r["input"]))
+                for r in data.get("rejected_sample", [])
+            ),
+            elapsed_s=float(data.get("elapsed_s", 0.0)),
+            inputs=tuple(str(x) for x in data.get("inputs", [])),
+            options=dict(data.get("options", {})),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StateError(f"{path}: corrupt manifest ({type(exc).__name__}: {exc})") from None
+
+
+def _options(options: PrepareOptions | None, option_fields: dict[str, Any]) -> PrepareOptions:
+    if options is not None and option_fields:
+        raise UsageError("pass either options= or option keywords, not both")
+    if options is not None:
+        return options
+    known = {f.name for f in fields(PrepareOptions)}
+    unknown = sorted(set(option_fields) - known)
+    if unknown:
+        raise UsageError(f"unknown prepare option(s): {', '.join(unknown)}")
+    return PrepareOptions(**option_fields)
+
+
+def _prepare_out_dir(out_dir: Path) -> Path:
+    """Create ``out_dir`` and remove what an earlier run left there (manifest first);
+    return its absolute path."""
+    out_dir = out_dir.absolute()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise PermissionError("permission denied")
+        (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+        stale = [*out_dir.glob(PART_GLOB), *out_dir.glob(PART_GLOB + TMP_SUFFIX)]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        for spill in out_dir.glob(SPILL_PREFIX + "*"):  # left by a killed run
+            shutil.rmtree(spill, ignore_errors=True)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OutputError(f"{out_dir}: cannot write the output directory ({reason})") from None
+    return out_dir
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    # forkserver: workers do not inherit the event loop, its threads or open files; the server
+    # preloads the hashing modules once (numpy import) for every later pool.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["asyncsync.pipeline.worker"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker)
+
+
+class _Stats:
+    """Results of the hash step, by chunk."""
+
+    def __init__(self, specs: list[InputSpec]) -> None:
+        self.specs = specs
+        self.chunks: dict[int, ChunkResult] = {}
+
+    def ordered(self) -> list[ChunkResult]:
+        return [self.chunks[s] for s in sorted(self.chunks)]
+
+    def totals(self) -> tuple[int, int, list[int]]:
+        rows = sum(c.rows for c in self.chunks.values())
+        valid = sum(c.valid for c in self.chunks.values())
+        rejected = [sum(c.rejected[i] for c in self.chunks.values()) for i in range(3)]
+        return rows, valid, rejected
+
+    def sample(self, cap: int) -> tuple[RejectedLine, ...]:
+        out: list[RejectedLine] = []
+        lines_before: dict[int, int] = {}
+        for chunk in self.ordered():
+            base = lines_before.get(chunk.input_index, 0)
+            lines_before[chunk.input_index] = base + chunk.newlines
+            name = self.specs[chunk.input_index].name
+            for line, reason in chunk.sample:
+                if len(out) < cap:
+                    out.append(RejectedLine(base + line, reason, name))
+        return tuple(out)
+
+
+async def _hash_step(
+    pool: Executor,
+    specs: list[InputSpec],
+    opts: PrepareOptions,
+    settings: HashSettings,
+    reporter: Reporter,
+) -> _Stats:
+    loop = asyncio.get_running_loop()
+    stats = _Stats(specs)
+    in_flight = opts.chunks_in_flight or 2 * opts.resolved_workers()
+    permits = asyncio.Semaphore(in_flight)
+    futures: list[asyncio.Future[ChunkResult]] = []
+    failed: list[BaseException] = []
+    sizes = [s.size for s in specs]
+    total = None if any(not s.ranged for s in specs) else sum(x or 0 for x in sizes)
+    bytes_done = 0
+
+    def done(fut: asyncio.Future[ChunkResult]) -> None:
+        nonlocal bytes_done
+        permits.release()
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            failed.append(exc)
+            return
+        res = fut.result()
+        stats.chunks[res.seq] = res
+        bytes_done += res.bytes_read
+        reporter(ChunkHashed(rows=res.rows, bytes_read=bytes_done, total_bytes=total))
+
+    jobs = aclosing(iter_jobs(specs, opts.chunk_bytes))
+    async with jobs as chunks:
+        async for job in chunks:
+            await permits.acquire()
+            if failed:
+                permits.release()
+                break
+            fut = loop.run_in_executor(pool, hash_job, job, settings)
+            fut.add_done_callback(done)
+            futures.append(fut)
+    await asyncio.gather(*futures, return_exceptions=True)
+    if failed:
+        raise failed[0]
+    await asyncio.gather(*futures)
+    return stats
+
+
+async def _merge_and_write(
+    pool: Executor,
+    stats: _Stats,
+    opts: PrepareOptions,
+    spill: Path,
+    out_dir: Path,
+    reporter: Reporter,
+    on_part: Callable[[PartInfo], Awaitable[None]] | None,
+) -> tuple[int, list[PartInfo]]:
+    loop = asyncio.get_running_loop()
+    size = opts.digest_size
+    chunks = [c for c in stats.ordered() if c.valid]
+    rows_before = [0] * len(chunks)  # rows of earlier groups in each spill file
+    totals = np.zeros(1 << opts.bucket_bits, dtype=np.int64)
+    for c in chunks:
+        totals += c.bucket_counts
+    groups = plan_groups(totals, opts.merge_rows)
+    per_part = rows_per_part(opts.max_file_bytes, size)
+    permits = asyncio.Semaphore(opts.chunks_in_flight or 2 * opts.resolved_workers())
+    merge_q: asyncio.Queue[asyncio.Future[tuple[int, int]] | None] = asyncio.Queue()
+    part_q: asyncio.Queue[asyncio.Future[PartInfo] | None] = asyncio.Queue()
+    parts: list[PartInfo] = []
+    unique_total = 0
+
+    def release(_: object) -> None:
+        permits.release()
+
+    async def submit_merges() -> None:
+        for g, (first, last) in enumerate(groups):
+            sources = []
+            for i, c in enumerate(chunks):
+                counts = tuple(c.bucket_counts[first:last].tolist())
+                sources.append(MergeSource(c.spill_path, rows_before[i] * size, counts))
+                rows_before[i] += sum(counts)
+            await permits.acquire()
+            out_path = str(spill / f"unique-{g:06d}.bin")
+            fut = loop.run_in_executor(pool, merge_group, sources, size, out_path)
+            fut.add_done_callback(release)
+            fut.add_done_callback(_observe)
+            merge_q.put_nowait(fut)
+        merge_q.put_nowait(None)
+
+    async def submit_parts() -> None:
+        nonlocal unique_total
+        runs: list[tuple[str, int, int]] = []  # (path, first global row, last global row)
+        index, next_row = 1, 0
+
+        async def submit(last_row: int) -> None:
+            nonlocal index, next_row
+            sources = [
+                PartSource(path, max(next_row, lo) - lo, min(last_row, hi) - lo)
+                for path, lo, hi in runs
+                if hi > next_row and lo < last_row
+            ]
+            await permits.acquire()
+            fut = loop.run_in_executor(
+                pool, write_part, index, sources, size, str(out_dir), opts.fsync
+            )
+            fut.add_done_callback(_observe)
+            part_q.put_nowait(fut)
+            index, next_row = index + 1, last_row
+
+        g = 0
+        while (fut := await merge_q.get()) is not None:
+            _, unique = await fut
+            lo = unique_total
+            unique_total += unique
+            runs.append((str(spill / f"unique-{g:06d}.bin"), lo, unique_total))
+            g += 1
+            while unique_total - next_row >= per_part:
+                await submit(next_row + per_part)
+        if unique_total > next_row:
+            await submit(unique_total)
+        part_q.put_nowait(None)
+
+    async def collect_parts() -> None:
+        while (fut := await part_q.get()) is not None:
+            try:
+                info = await fut
+            finally:
+                permits.release()
+            parts.append(info)
+            reporter(
+                PartWritten(
+                    index=info.index,
+                    path=str(info.path),
+                    rows=info.rows,
+                    bytes=info.bytes,
+                    md5=info.md5,
+                )
+            )
+            if on_part is not None:
+                await on_part(info)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(submit_merges())
+            tg.create_task(submit_parts())
+            tg.create_task(collect_parts())
+    except BaseExceptionGroup as group:
+        raise _first_error(group) from group
+    return unique_total, parts
+
+
+def _observe(fut: asyncio.Future[Any]) -> None:
+    """Mark a pool future's error as seen: a failed step reports its first error only."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to raise from a failed task group: an asyncsync error when there is one."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if isinstance(exc, AsyncSyncError):
+            return exc
+    for exc in leaves:
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return leaves[0]
+
+
+def _no_valid_ids(specs: Iterable[InputSpec], rows: int, rejected: list[int]) -> NoValidIdsError:
+    names = ", ".join(s.name for s in specs)
+    split = ", ".join(f"{r.value} {n}" for r, n in zip(REASONS, rejected, strict=True) if n)
+    detail = f" ({split})" if split else ""
+    first = next(iter(specs)).name
+    return NoValidIdsError(f"{names}: no valid ID in {rows} lines{detail}", path=first)
+
+
+async def prepare(
+    *inputs: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    reporter: Reporter = null_reporter,
+    on_part: Callable[[PartInfo], Awaitable[None]] | None = None,
+    options: PrepareOptions | None = None,
+    **option_fields: Any,
+) -> PrepareResult:
+    """Normalize, hash, dedupe and split ``inputs`` into part files in ``out_dir``.
+
+    ``inputs``: paths of plain, gzip or zstd files (detected from their first bytes), ``"-"``
+    for stdin. Options: ``options=PrepareOptions(...)`` or its fields as keywords
+    (``id_type="email"``, ``column="email"``, ``max_file_bytes=...``, ``workers=...``).
+    ``on_part`` is awaited once per part, in index order, as soon as that part is final,
+    while later parts are still being produced (a slow callback slows production down).
+    Progress goes to ``reporter`` as ``StageChanged``, ``ChunkHashed`` and ``PartWritten``.
+
+    Writes ``out_dir/part-00001.txt``... and, last and atomically, ``out_dir/manifest.json``.
+    Raises ``UsageError`` (bad option), ``InputError`` (missing, unreadable or binary input,
+    unknown CSV column), ``NoValidIdsError`` (no valid line at all), ``OutputError`` (the
+    output directory cannot be written); no manifest is left behind on failure.
+    """
+    opts = _options(options, option_fields)
+    started = time.perf_counter()
+    names = [os.fspath(x) for x in inputs]
+    specs = await asyncio.to_thread(open_inputs, names, opts.column, opts.id_type)
+    root = await asyncio.to_thread(_prepare_out_dir, Path(out_dir))
+    spill = await asyncio.to_thread(_make_spill_dir, opts.spill_dir or root)
+    settings = HashSettings(
+        id_type=opts.id_type,
+        hash_algo=opts.hash_algo,
+        sample_cap=opts.sample_cap,
+        bucket_bits=opts.bucket_bits,
+        spill_dir=str(spill),
+    )
+    pool = _pool(opts.resolved_workers())
+    try:
+        reporter(StageChanged(stage="prepare", started=True))
+        stats = await _hash_step(pool, specs, opts, settings, reporter)
+        rows_read, rows_valid, rejected = stats.totals()
+        if rows_valid == 0:
+            raise _no_valid_ids(specs, rows_read, rejected)
+        reporter(StageChanged(stage="merge", started=True))
+        unique, parts = await _merge_and_write(pool, stats, opts, spill, root, reporter, on_part)
+        rows_invalid = sum(rejected)
+        result = PrepareResult(
+            out_dir=root,
+            manifest_path=root / MANIFEST_NAME,
+            calculate_type=opts.calculate_type,
+            parts=tuple(parts),
+            rows_read=rows_read,
+            rows_valid=rows_valid,
+            rows_invalid=rows_invalid,
+            rejected={r.value: n for r, n in zip(REASONS, rejected, strict=True)},
+            duplicates=rows_valid - unique,
+            rows_written=unique,
+            rejected_sample=stats.sample(opts.sample_cap),
+            elapsed_s=time.perf_counter() - started,
+            inputs=tuple(names),
+            options=opts.fingerprint(),
+        )
+        try:
+            await asyncio.to_thread(write_json_atomic, result.manifest_path, result.to_manifest())
+        except OSError as exc:
+            raise OutputError(
+                f"{result.manifest_path}: cannot write ({exc.strerror or exc})"
+            ) from None
+        reporter(StageChanged(stage="prepare", started=False))
+        return result
+    except BaseException:
+        await asyncio.shield(asyncio.to_thread(_discard_tmp, root))
+        raise
+    finally:
+        await _shutdown(pool)
+        await asyncio.to_thread(shutil.rmtree, spill, True)
+
+
+def _make_spill_dir(parent: Path) -> Path:
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=parent))
+    except OSError as exc:
+        raise OutputError(
+            f"{parent}: cannot write temporary files ({exc.strerror or exc})"
+        ) from None
+
+
+def _discard_tmp(root: Path) -> None:
+    for path in [*root.glob(PART_GLOB + TMP_SUFFIX), root / (MANIFEST_NAME + TMP_SUFFIX)]:
+        path.unlink(missing_ok=True)
+
+
+async def _shutdown(pool: ProcessPoolExecutor) -> None:
+    await asyncio.shield(asyncio.to_thread(pool.shutdown, True, cancel_futures=True))
