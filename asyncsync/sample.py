@@ -33,7 +33,7 @@ _DOMAINS: Final = ("gmail.com", "yahoo.com", "outlook.com", "example.org", "mail
 _NAMES: Final = ("jane", "john", "alex", "maria", "li", "sam", "chris", "olga", "ahmed", "yuki")
 
 
-def _maid_block(rng: np.random.Generator, n: int) -> list[bytes]:
+def _maid_block(rng: np.random.Generator, n: int) -> bytes:
     digits = rng.integers(0, 16, size=(n, 32), dtype=np.uint8)
     upper = rng.random(n) < 0.5
     mixed = rng.random(n) < 0.02
@@ -56,29 +56,35 @@ def _maid_block(rng: np.random.Generator, n: int) -> list[bytes]:
         rows[:, _DASHES] = ord("-")
         rows[:, 36] = 10
         mat[recase] = rows.astype(np.uint8)
-    lines: list[bytes] = np.frombuffer(mat.tobytes(), dtype="S37").tolist()
+    buf = mat.tobytes()
     noise = np.flatnonzero(rng.random(n) < 0.0065)
     kinds = rng.integers(0, 100, size=len(noise))
+    # Splice the noisy lines in; the clean rows stay one contiguous slice between them.
+    pieces: list[bytes] = []
+    prev = 0
     for i, k in zip(noise.tolist(), kinds.tolist(), strict=True):
-        line = lines[i][:36]
+        pieces.append(buf[prev * 37 : i * 37])
+        prev = i + 1
+        line = buf[i * 37 : i * 37 + 36]
         if k < 8:
-            lines[i] = _ZERO + b"\n"
+            pieces.append(_ZERO + b"\n")
         elif k < 23:
-            lines[i] = b"  " + line + b" \n"
+            pieces.append(b"  " + line + b" \n")
         elif k < 38:
-            lines[i] = b"\n" if k < 33 else b"   \n"
+            pieces.append(b"\n" if k < 33 else b"   \n")
         elif k < 55:
-            lines[i] = line[: 20 + k % 15] + b"\n"
+            pieces.append(line[: 20 + k % 15] + b"\n")
         elif k < 72:
-            lines[i] = line[:10] + b"g" + line[11:] + b"\n"
+            pieces.append(line[:10] + b"g" + line[11:] + b"\n")
         elif k < 86:
-            lines[i] = line.replace(b"-", b"") + b"\n"
+            pieces.append(line.replace(b"-", b"") + b"\n")
         else:
-            lines[i] = b"not-a-device-id\n"
-    return lines
+            pieces.append(b"not-a-device-id\n")
+    pieces.append(buf[prev * 37 :])
+    return b"".join(pieces)
 
 
-def _email_block(rng: np.random.Generator, n: int, serial: int) -> list[bytes]:
+def _email_block(rng: np.random.Generator, n: int, serial: int) -> bytes:
     out: list[bytes] = []
     name_i = rng.integers(0, len(_NAMES), size=n).tolist()
     dom_i = rng.integers(0, len(_DOMAINS), size=n).tolist()
@@ -106,10 +112,10 @@ def _email_block(rng: np.random.Generator, n: int, serial: int) -> list[bytes]:
         else:
             text = f"{local}@{domain}"
         out.append(text.encode() + b"\n")
-    return out
+    return b"".join(out)
 
 
-def _phone_block(rng: np.random.Generator, n: int) -> list[bytes]:
+def _phone_block(rng: np.random.Generator, n: int) -> bytes:
     out: list[bytes] = []
     cc = rng.choice([1, 44, 49, 33, 374, 81, 86], size=n).tolist()
     nums = rng.integers(10**8, 10**10, size=n).tolist()
@@ -133,7 +139,7 @@ def _phone_block(rng: np.random.Generator, n: int) -> list[bytes]:
         else:
             text = digits
         out.append(text.encode() + b"\n")
-    return out
+    return b"".join(out)
 
 
 def write_sample(
@@ -164,13 +170,12 @@ def write_sample(
             for start in range(0, rows, _BLOCK):
                 n = min(_BLOCK, rows - start)
                 if kind == "maid":
-                    lines = _maid_block(rng, n)
+                    data = _maid_block(rng, n)
                 elif kind == "email":
-                    lines = _email_block(rng, n, serial)
+                    data = _email_block(rng, n, serial)
                 else:
-                    lines = _phone_block(rng, n)
+                    data = _phone_block(rng, n)
                 serial += 1
-                data = b"".join(lines)
                 out.write(data)
                 written += len(data)
         finally:

@@ -44,6 +44,7 @@ from asyncsync.events import (
     null_reporter,
 )
 from asyncsync.journal import JobRow, Journal, OperationRow, Outcome, PartRow, job_key
+from asyncsync.mirror import DEFAULT_REPLACE_THRESHOLD, check_replace_threshold
 from asyncsync.pipeline.parts import PartInfo
 from asyncsync.pipeline.prepare import PrepareOptions, PrepareResult, prepare
 from asyncsync.rules.limits import (
@@ -108,7 +109,8 @@ class SyncResult:
     ``resumed`` is true when the call continued a journaled job, or found the same job (same
     command, same unchanged input) already finished and returned its earlier result without
     sending anything. ``paused`` and ``pending`` describe a job stopped by a quota or a running
-    operation (the result of :class:`asyncsync.errors.Paused`); ``plan`` is set by a dry run.
+    operation (the result of :class:`asyncsync.errors.Paused`); ``plan`` is set by a dry run;
+    ``mirror`` by a mirror sync.
     """
 
     audience_id: str | None
@@ -131,6 +133,9 @@ class SyncResult:
     pending: dict[str, Any] = field(default_factory=dict)
     plan: dict[str, Any] | None = None
     job_id: str | None = None
+    mirror: dict[str, Any] | None = None
+    """``action="mirror"`` only: how the audience was brought to the export (``mode``: create,
+    diff, replace or nothing; ``reason``; ``added``, ``removed``, ``unchanged`` counts)."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` summary: a dict of JSON types."""
@@ -163,6 +168,7 @@ async def sync_audience(
     reporter: Reporter = null_reporter,
     clock: Callable[[], float] = time.time,
     poll_interval: float = 1.0,
+    replace_threshold: float = DEFAULT_REPLACE_THRESHOLD,
     **prepare_options: Any,
 ) -> SyncResult:
     """Prepare ``inputs``, upload the parts and create or update a TikTok audience.
@@ -174,6 +180,14 @@ async def sync_audience(
     ``paths_per_call`` (1..500) file_paths go in one audience operation; a running operation is
     waited for (polling every ``poll_interval`` seconds, backing off) at most ``max_wait`` seconds.
     ``clock`` gives epoch seconds: the journal's timestamps and the UTC day of the daily quotas.
+
+    ``action="mirror"`` (with ``audience_id``, or with ``name``: the audience this tool last
+    mirrored under that name for the advertiser, created on the first run) makes the audience
+    equal to the input by sending only what changed since the last delivery, as recorded in the
+    snapshot store beside the journal: APPEND the added IDs, REMOVE the removed ones. It sends a
+    REPLACE instead when no trustworthy snapshot exists or when ``added + removed`` exceeds
+    ``replace_threshold`` (default 0.5) times the audience as last delivered, and nothing for
+    an empty diff; ``SyncResult.mirror`` says which and why. See :mod:`asyncsync.mirrorjob`.
 
     Resuming: the job is identified by (API base, advertiser, name or audience_id, action) and
     journaled in ``state_dir`` (default :func:`default_state_dir`). Calling again with the same
@@ -210,6 +224,7 @@ async def sync_audience(
         raise UsageError(f"max_wait must be >= 0 seconds, not {max_wait!r}")
     if not poll_interval > 0:
         raise UsageError(f"poll_interval must be > 0 seconds, not {poll_interval!r}")
+    threshold = check_replace_threshold(replace_threshold)
     options = _prepare_options(prepare_options)
     try:
         ct = calculate_type(options.id_type, options.hash_algo).value
@@ -218,7 +233,14 @@ async def sync_audience(
     fingerprint, resumable = input_fingerprint(inputs, options.fingerprint(), paths_per_call)
     state = Path(state_dir) if state_dir is not None else default_state_dir()
     with Journal(state) as journal:
-        run = _SyncRun(
+        run_class: type[_SyncRun] = _SyncRun
+        extra: dict[str, Any] = {}
+        if spec.action == "mirror":
+            # Imported here: the mirror job extends _SyncRun, so its module imports this one.
+            from asyncsync.mirrorjob import MirrorRun
+
+            run_class, extra = MirrorRun, {"replace_threshold": threshold}
+        run = run_class(
             client=client,
             inputs=tuple(os.fspath(i) for i in inputs),
             spec=spec,
@@ -233,6 +255,7 @@ async def sync_audience(
             reporter=reporter,
             clock=clock,
             poll_interval=float(poll_interval),
+            **extra,
         )
         if dry_run:
             return await run.plan(restart=restart)
@@ -387,7 +410,7 @@ class _SyncRun:
                 action=self.spec.action,
                 fingerprint=self.fingerprint,
                 resumable=self.resumable,
-                audience_id=self.spec.audience_id,
+                audience_id=self._initial_audience_id(),
                 now=self.clock(),
             )
         else:
@@ -414,6 +437,10 @@ class _SyncRun:
         self.journal.set_status(self.current.id, "done", now=self.clock(), result=result.to_json())
         shutil.rmtree(self.work_dir, ignore_errors=True)
         return result
+
+    def _initial_audience_id(self) -> str | None:
+        """The audience a new job of this run starts with (None: it creates one)."""
+        return self.spec.audience_id
 
     def _result(self, *, paused: bool = False, pending: dict[str, Any] | None = None) -> SyncResult:
         job = self._refresh()

@@ -35,7 +35,7 @@ __all__ = [
 
 DAY: Final = 86_400.0
 STDIN: Final = "-"
-SYNC_ACTIONS: Final = ("create", "append", "remove", "replace")
+SYNC_ACTIONS: Final = ("create", "append", "remove", "replace", "mirror")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,8 @@ class JobSpec:
     name: str | None
     audience_id: str | None
     action: str
-    """``create``, ``append``, ``remove`` or ``replace`` (lowercase, as in the JSON summary)."""
+    """``create``, ``append``, ``remove``, ``replace`` or ``mirror`` (lowercase, as in the JSON
+    summary)."""
 
     @property
     def target(self) -> str:
@@ -64,11 +65,10 @@ class JobSpec:
         if not isinstance(advertiser_id, str) or not advertiser_id.strip():
             raise UsageError("advertiser_id is required (--advertiser-id or TIKTOK_ADVERTISER_ID)")
         act = action.strip().lower() if isinstance(action, str) else None
-        if act == "mirror":
-            raise UsageError("--action mirror is not supported yet")
         if act is not None and act not in SYNC_ACTIONS:
             raise UsageError(
-                f"--action must be one of append, remove, replace (or create), not {action!r}"
+                "--action must be one of append, remove, replace, mirror (or create), "
+                f"not {action!r}"
             )
         if name is not None and audience_id is not None:
             raise UsageError("give either --name (create an audience) or --audience-id, not both")
@@ -83,8 +83,12 @@ class JobSpec:
             return cls(advertiser_id.strip(), None, str(audience_id).strip(), act)
         if name is None:
             raise UsageError("give --name to create an audience, or --audience-id to update one")
-        if not 1 <= len(name) <= 128:
-            raise UsageError(f"--name must be 1 to 128 characters, not {len(name)}")
+        from asyncsync.tiktok.wire import validate_name
+
+        validate_name(name, "--name")  # before any upload: the create would refuse it anyway
+        if act == "mirror":
+            # The audience this tool last mirrored under the name (created on the first run).
+            return cls(advertiser_id.strip(), name, None, "mirror")
         if act not in (None, "create"):
             raise UsageError(
                 f"--action {act} updates an existing audience: give its --audience-id "

@@ -122,6 +122,7 @@ def main() -> None:
         flush=True,
     )
     if args.skip_naive:
+        shutil.rmtree(out_dir, ignore_errors=True)
         return
     naive_out = WORK / "naive-out.txt"
     t_naive, rss_naive, out = measure(

@@ -62,13 +62,15 @@ def test_job_spec_rules_of_name_audience_id_and_action() -> None:
     ).target == ("name:n")
     spec = JobSpec.from_arguments(advertiser_id="1", name=None, audience_id="9", action="APPEND")
     assert (spec.action, spec.target) == ("append", "id:9")
+    spec = JobSpec.from_arguments(advertiser_id="1", name="n", audience_id=None, action="mirror")
+    assert (spec.action, spec.target) == ("mirror", "name:n")
     for kwargs in (
         {"name": "n", "audience_id": "9", "action": "append"},
         {"name": "n", "audience_id": None, "action": "replace"},
         {"name": None, "audience_id": "9", "action": None},
         {"name": None, "audience_id": None, "action": None},
         {"name": "x" * 129, "audience_id": None, "action": None},
-        {"name": "n", "audience_id": None, "action": "mirror"},
+        {"name": "n", "audience_id": None, "action": "merge"},
     ):
         with pytest.raises(UsageError):
             JobSpec.from_arguments(advertiser_id="1", **kwargs)  # type: ignore[arg-type]

@@ -138,6 +138,15 @@ def _check_target(name: str | None, audience_id: str | None, action: str | None)
     help="Journal and parts [default: the user's state directory].",
 )
 @api_options
+@click.option(
+    "--replace-threshold",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    metavar="FRACTION",
+    help="mirror: send a REPLACE instead of APPEND + REMOVE when the added and removed IDs "
+    "exceed this fraction of the audience as last delivered.",
+)
 @click.option("--dry-run", is_flag=True, help="Plan and report; send nothing.")
 @click.option("--restart", is_flag=True, help="Abandon the journaled job and start over.")
 @click.option(
@@ -164,6 +173,7 @@ def sync_command(
     advertiser_id: str | None,
     api_base: str,
     access_token_file: str | None,
+    replace_threshold: float,
     dry_run: bool,
     restart: bool,
     sandbox: bool,
@@ -201,6 +211,7 @@ def sync_command(
         "concurrency": concurrency,
         "paths_per_call": paths_per_call,
         "max_wait": max_wait,
+        "replace_threshold": replace_threshold,
         "dry_run": dry_run,
         "restart": restart,
     }
@@ -337,6 +348,14 @@ def _report_done(
         return
     title = "sync (dry run: nothing sent)" if dry_run else "sync"
     console.print(summary_table(summary, title=title))
+    mirror = summary.get("mirror")
+    if isinstance(mirror, Mapping):
+        console.print(
+            f"mirror: {mirror.get('mode')}: {mirror.get('reason')} (added "
+            f"{mirror.get('added', 0):,}, removed {mirror.get('removed', 0):,}, unchanged "
+            f"{mirror.get('unchanged', 0):,}; snapshot {mirror.get('snapshot')})",
+            markup=False,
+        )
     plan = summary.get("plan")
     if dry_run and plan:
         _print_plan(plan)

@@ -62,7 +62,7 @@ from asyncsync.pipeline.parts import (
     write_part,
 )
 from asyncsync.pipeline.source import InputSpec, iter_jobs, open_inputs, parse_column
-from asyncsync.pipeline.worker import ChunkResult, HashSettings, hash_job, init_worker
+from asyncsync.pipeline.worker import ChunkResult, HashSettings, hash_job, init_worker, ready
 from asyncsync.rules.hashing import REASONS, digest_size
 from asyncsync.rules.limits import (
     DEFAULT_MAX_FILE_BYTES,
@@ -365,7 +365,7 @@ class _Stats:
 
 
 async def _hash_step(
-    pool: Executor,
+    starting: asyncio.Future[ProcessPoolExecutor],
     specs: list[InputSpec],
     opts: PrepareOptions,
     settings: HashSettings,
@@ -375,7 +375,7 @@ async def _hash_step(
     stats = _Stats(specs)
     in_flight = opts.chunks_in_flight or 2 * opts.resolved_workers()
     permits = asyncio.Semaphore(in_flight)
-    futures: list[asyncio.Future[ChunkResult]] = []
+    pending: set[asyncio.Future[ChunkResult]] = set()
     failed: list[BaseException] = []
     sizes = [s.size for s in specs]
     total = None if any(not s.ranged for s in specs) else sum(x or 0 for x in sizes)
@@ -384,6 +384,7 @@ async def _hash_step(
     def done(fut: asyncio.Future[ChunkResult]) -> None:
         nonlocal bytes_done
         permits.release()
+        pending.discard(fut)
         if fut.cancelled():
             return
         exc = fut.exception()
@@ -395,6 +396,9 @@ async def _hash_step(
         bytes_done += res.bytes_read
         reporter(ChunkHashed(rows=res.rows, bytes_read=bytes_done, total_bytes=total))
 
+    # Until the pool is up, the parent hashes chunks itself, one at a time on a thread.
+    on_thread: asyncio.Future[ChunkResult] | None = None
+
     jobs = aclosing(iter_jobs(specs, opts.chunk_bytes))
     async with jobs as chunks:
         async for job in chunks:
@@ -402,13 +406,18 @@ async def _hash_step(
             if failed:
                 permits.release()
                 break
-            fut = loop.run_in_executor(pool, hash_job, job, settings)
+            while not starting.done() and on_thread is not None and not on_thread.done():
+                waiting: set[asyncio.Future[Any]] = {starting, on_thread}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                fut = loop.run_in_executor(starting.result(), hash_job, job, settings)
+            else:
+                fut = on_thread = loop.run_in_executor(None, hash_job, job, settings)
             fut.add_done_callback(done)
-            futures.append(fut)
-    await asyncio.gather(*futures, return_exceptions=True)
+            pending.add(fut)
+    await asyncio.gather(*pending, return_exceptions=True)
     if failed:
         raise failed[0]
-    await asyncio.gather(*futures)
     return stats
 
 
@@ -586,14 +595,17 @@ async def prepare(
         bucket_bits=opts.bucket_bits,
         spill_dir=str(spill),
     )
-    pool = _pool(opts.resolved_workers())
+    # The pool starts on a thread (a fresh interpreter and its imports: about half a second),
+    # leaving the event loop free; the first chunks are hashed meanwhile (see _hash_step).
+    starting = asyncio.ensure_future(asyncio.to_thread(_start_pool, opts.resolved_workers()))
     try:
         reporter(StageChanged(stage="prepare", started=True))
-        stats = await _hash_step(pool, specs, opts, settings, reporter)
+        stats = await _hash_step(starting, specs, opts, settings, reporter)
         rows_read, rows_valid, rejected = stats.totals()
         if rows_valid == 0:
             raise _no_valid_ids(specs, rows_read, rejected)
         reporter(StageChanged(stage="merge", started=True))
+        pool = await starting
         unique, parts = await _merge_and_write(pool, stats, opts, spill, root, reporter, on_part)
         rows_invalid = sum(rejected)
         result = PrepareResult(
@@ -620,11 +632,17 @@ async def prepare(
             ) from None
         reporter(StageChanged(stage="prepare", started=False))
         return result
-    except BaseException:
+    except BaseException as exc:
         await asyncio.shield(asyncio.to_thread(_discard_tmp, root))
+        if isinstance(exc, OSError) and not isinstance(exc, AsyncSyncError):
+            # A worker or this process could not write a spill run or a part (disk full,
+            # file size limit, I/O error): the output directory's problem, not a crash.
+            raise OutputError(
+                f"{root}: cannot write ({exc.strerror or exc}); is the disk full?"
+            ) from exc
         raise
     finally:
-        await _shutdown(pool)
+        await _shutdown(starting)
         await asyncio.to_thread(shutil.rmtree, spill, True)
 
 
@@ -643,5 +661,30 @@ def _discard_tmp(root: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-async def _shutdown(pool: ProcessPoolExecutor) -> None:
+def _start_pool(workers: int) -> ProcessPoolExecutor:
+    """A started pool (blocking: run on a thread)."""
+    pool = _pool(workers)
+    try:
+        pool.submit(ready).result()
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    return pool
+
+
+async def _shutdown(starting: asyncio.Future[ProcessPoolExecutor]) -> None:
+    """Shut the pool down once it has started (even when this task is being cancelled)."""
+    try:
+        pool = await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        # Cancelled while the pool was still starting: finish the shutdown in the background.
+        starting.add_done_callback(_shutdown_later)
+        raise
+    except Exception:
+        return  # it never started
     await asyncio.shield(asyncio.to_thread(pool.shutdown, True, cancel_futures=True))
+
+
+def _shutdown_later(starting: asyncio.Future[ProcessPoolExecutor]) -> None:
+    if not starting.cancelled() and starting.exception() is None:
+        starting.result().shutdown(wait=False, cancel_futures=True)

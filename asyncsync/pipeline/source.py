@@ -121,9 +121,46 @@ def _open_stream(spec: InputSpec) -> BinaryIO:
         # GzipFile closes only itself, not ``raw``: see _Stream.close.
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     if spec.compression == "zstd":
-        reader: BinaryIO = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        return reader
+        return _ZstdFrames(raw)  # type: ignore[return-value]
     return raw
+
+
+class _ZstdFrames:
+    """The concatenated zstd frames of ``raw``, decompressed; a truncated last frame raises
+    ``ZstdError`` (zstandard's ``stream_reader`` ends quietly there, losing the frame's tail)."""
+
+    _IN_BYTES: Final = 1 << 16
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.fileobj = raw  # closed by _Stream.close
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._fed = False
+        self._out = bytearray()
+
+    def read(self, n: int) -> bytes:
+        """At most ``n`` bytes; fewer only at the end of the input."""
+        out = self._out
+        while len(out) < n:
+            data = self.fileobj.read(self._IN_BYTES)
+            if not data:
+                if self._fed:
+                    raise zstandard.ZstdError("the input ends inside a zstd frame (truncated)")
+                break
+            while data:
+                self._fed = True
+                out += self._obj.decompress(data)
+                if not self._obj.eof:
+                    break
+                data = self._obj.unused_data
+                self._obj = self._dctx.decompressobj()
+                self._fed = False
+        block = bytes(out[:n])
+        del out[:n]
+        return block
+
+    def close(self) -> None:
+        pass
 
 
 class _Stream:

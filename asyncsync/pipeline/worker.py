@@ -7,6 +7,7 @@ plain files, digests, parts) moves through files, not through the pool's pipes.
 from __future__ import annotations
 
 import ctypes
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +19,16 @@ from asyncsync.pipeline.source import DataJob, Job, RangeJob, csv_values, read_r
 from asyncsync.rules.hashing import hash_chunk, hash_values
 from asyncsync.rules.limits import HashAlgo, IdType
 
-__all__ = ["ChunkResult", "HashSettings", "hash_job", "init_worker"]
+__all__ = ["ChunkResult", "HashSettings", "hash_job", "init_worker", "ready"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _KEEP_BYTES = 512 * 1024 * 1024
+
+
+def ready() -> int:
+    """A no-op job: its result tells that the pool has started."""
+    return os.getpid()
 
 
 def init_worker() -> None:

@@ -201,11 +201,12 @@ def _hash_rows(valid: npt.NDArray[np.void], mobile: bool, algo: HashAlgo) -> byt
     # normalized mobile ID never holds.
     as_bytes = valid.view(f"S{valid.dtype.itemsize}")
     h = _md5 if algo is HashAlgo.MD5 else _sha256
+    digest = type(h(b"")).digest  # the unbound method: map() then loops in C
     # In slices, so that the short-lived objects of one slice reuse the memory of the last.
     out = bytearray()
     for start in range(0, len(as_bytes), _HASH_SLICE):
         ids: list[bytes] = as_bytes[start : start + _HASH_SLICE].tolist()
-        out += b"".join([h(x).digest() for x in ids])
+        out += b"".join(map(digest, map(h, ids)))
     return bytes(out)
 
 

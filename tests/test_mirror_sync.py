@@ -1,0 +1,388 @@
+"""``sync_audience(..., action="mirror")`` against the sandbox, day after day: the audience always
+equals the latest export, and only the difference travels."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from asyncsync import SyncResult, sync_audience
+from asyncsync.cli.sync import sync_command
+from asyncsync.errors import Paused, UsageError
+from asyncsync.events import AudienceOperation, Event
+from asyncsync.sandbox import Sandbox
+from asyncsync.snapshot import SnapshotStore
+from asyncsync.tiktok.client import TikTokClient
+from asyncsync.tiktok.retry import RetryPolicy
+
+ADVERTISER = "7000000000000000001"
+UPLOAD = "/open_api/v1.3/dmp/custom_audience/file/upload/"
+CREATE = "/open_api/v1.3/dmp/custom_audience/create/"
+UPDATE = "/open_api/v1.3/dmp/custom_audience/update/"
+LINE = 65
+"""Bytes of one SHA256 line in a part."""
+DAY = 86_400.0
+
+
+def maids(seed: int, n: int) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        h = f"{rng.getrandbits(128):032x}"
+        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
+
+
+def digests(ids: list[str]) -> set[str]:
+    return {hashlib.sha256(i.lower().encode()).hexdigest() for i in ids}
+
+
+def write_export(path: Path, ids: list[str], seed: int = 0) -> Path:
+    """The IDs shuffled, some upper-cased, some repeated, plus a blank and a malformed line."""
+    rng = random.Random(seed)
+    lines = [i.upper() if rng.random() < 0.3 else i for i in ids] + ids[: len(ids) // 20]
+    lines += ["", "not-an-id"]
+    rng.shuffle(lines)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@asynccontextmanager
+async def client_for(sandbox: Sandbox) -> AsyncIterator[TikTokClient]:
+    async with TikTokClient(
+        sandbox.issue_token(),
+        api_base=sandbox.api_base,
+        retry=RetryPolicy(attempts=8, wait=False),
+        requests_per_second=None,
+    ) as client:
+        yield client
+
+
+def options(tmp_path: Path, sandbox: Sandbox, **extra: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "advertiser_id": ADVERTISER,
+        "state_dir": tmp_path / "state",
+        "clock": sandbox.clock.now,
+        "poll_interval": 0.01,
+        "max_wait": 30.0,
+        "workers": 1,
+        "max_file_bytes": 200 * LINE,
+        "action": "mirror",
+    }
+    values.update(extra)
+    return values
+
+
+def members(sandbox: Sandbox, audience_id: str) -> set[str]:
+    sandbox.clock.advance(1)  # let the last operation finish
+    return set(sandbox.members(audience_id))
+
+
+def ops(sandbox: Sandbox) -> list[str]:
+    (audience,) = sandbox.state.audiences.values()
+    return [op.action for op in audience.history]
+
+
+async def mirror(
+    client: TikTokClient, sandbox: Sandbox, tmp_path: Path, export: Path, **extra: Any
+) -> SyncResult:
+    return await sync_audience(client, export, **options(tmp_path, sandbox, **extra))
+
+
+async def test_daily_mirrors_track_every_export_and_upload_only_the_difference(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    day0 = maids(1, 3000)
+    day1 = day0 + maids(2, 300)  # growth
+    day2 = day1[200:] + maids(3, 200)  # churn: 200 out, 200 in
+    day3 = maids(4, 2500)  # full turnover
+    async with client_for(sandbox) as client:
+        first = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d0.txt", day0), name="Buyers"
+        )
+        aid = first.audience_id
+        assert aid is not None and first.action == "mirror"
+        assert first.mirror is not None and first.mirror["mode"] == "create"
+        assert first.mirror["snapshot"] == "recorded"
+        assert members(sandbox, aid) == digests(day0)
+        assert first.bytes_uploaded == 3000 * LINE
+
+        sandbox.clock.advance(DAY)
+        grow = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d1.txt", day1, 1), name="Buyers"
+        )
+        assert grow.audience_id == aid and grow.mirror is not None
+        assert (grow.mirror["mode"], grow.mirror["added"], grow.mirror["removed"]) == (
+            "diff",
+            300,
+            0,
+        )
+        assert grow.mirror["unchanged"] == 3000
+        assert members(sandbox, aid) == digests(day1)
+        assert grow.bytes_uploaded == 300 * LINE
+        assert ops(sandbox) == ["CREATE", "APPEND"]
+
+        sandbox.clock.advance(DAY)
+        churn = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d2.txt", day2, 2), name="Buyers"
+        )
+        assert churn.mirror is not None and churn.mirror["mode"] == "diff"
+        assert (churn.mirror["added"], churn.mirror["removed"]) == (200, 200)
+        assert members(sandbox, aid) == digests(day2)
+        assert churn.bytes_uploaded == 400 * LINE
+        assert ops(sandbox)[-2:] == ["APPEND", "REMOVE"]
+
+        sandbox.clock.advance(DAY)
+        turnover = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d3.txt", day3, 3), name="Buyers"
+        )
+        assert turnover.mirror is not None and turnover.mirror["mode"] == "replace"
+        assert "replace threshold" in turnover.mirror["reason"]
+        assert members(sandbox, aid) == digests(day3)
+        assert turnover.bytes_uploaded == 2500 * LINE
+        assert ops(sandbox)[-1] == "REPLACE"
+
+        sandbox.clock.advance(DAY)
+        updates = sandbox.request_counts()[UPDATE]
+        uploads = sandbox.request_counts()[UPLOAD]
+        same = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d4.txt", day3[::-1], 4),
+            name="Buyers",
+        )  # fmt: skip
+        assert same.mirror is not None and same.mirror["mode"] == "nothing"
+        assert same.bytes_uploaded == 0 and same.file_paths == ()
+        assert sandbox.request_counts()[UPDATE] == updates
+        assert sandbox.request_counts()[UPLOAD] == uploads
+        assert members(sandbox, aid) == digests(day3)
+    assert sandbox.request_counts()[CREATE] == 1
+    assert len(sandbox.state.audiences) == 1
+
+
+async def test_crash_between_append_and_remove_is_finished_by_the_rerun(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    day0 = maids(5, 2000)
+    day1 = day0[300:] + maids(6, 250)
+    async with client_for(sandbox) as client:
+        first = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d0.txt", day0), name="Crash"
+        )
+        aid = first.audience_id
+        assert aid is not None
+        sandbox.clock.advance(DAY)
+        export = write_export(tmp_path / "d1.txt", day1, 1)
+        task: asyncio.Task[SyncResult] | None = None
+
+        def crash_after_append(event: Event) -> None:
+            if isinstance(event, AudienceOperation) and event.action == "APPEND" and event.done:
+                assert task is not None
+                task.cancel()
+
+        task = asyncio.ensure_future(
+            mirror(client, sandbox, tmp_path, export, name="Crash", reporter=crash_after_append)
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ops(sandbox) == ["CREATE", "APPEND"]
+        # Only the APPEND happened: the snapshot still describes day 0.
+        snap, _ = SnapshotStore(tmp_path / "state").load(sandbox.api_base, ADVERTISER, aid)
+        assert snap is not None and snap.count == 2000
+        uploads = sandbox.request_counts()[UPLOAD]
+
+        resumed = await mirror(client, sandbox, tmp_path, export, name="Crash")
+        assert resumed.resumed and resumed.mirror is not None
+        assert resumed.mirror["mode"] == "diff" and resumed.mirror["snapshot"] == "recorded"
+        assert ops(sandbox) == ["CREATE", "APPEND", "REMOVE"]
+        assert sandbox.request_counts()[UPLOAD] == uploads  # nothing uploaded again
+        assert members(sandbox, aid) == digests(day1)
+        snap, _ = SnapshotStore(tmp_path / "state").load(sandbox.api_base, ADVERTISER, aid)
+        assert snap is not None and snap.count == len(day1)
+
+        sandbox.clock.advance(DAY)
+        day2 = day1 + maids(7, 100)
+        after = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d2.txt", day2, 2), name="Crash"
+        )
+        assert after.mirror is not None and after.mirror["mode"] == "diff"
+        assert (after.mirror["added"], after.mirror["removed"]) == (100, 0)
+        assert members(sandbox, aid) == digests(day2)
+
+
+async def test_lost_or_torn_snapshot_falls_back_to_replace(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    day0 = maids(8, 1500)
+    day1 = day0 + maids(9, 100)
+    day2 = day1[50:]
+    store = SnapshotStore(tmp_path / "state")
+    async with client_for(sandbox) as client:
+        first = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d0.txt", day0), name="Lost"
+        )
+        aid = first.audience_id
+        assert aid is not None
+        store.path_for(sandbox.api_base, ADVERTISER, aid).unlink()
+
+        sandbox.clock.advance(DAY)
+        lost = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d1.txt", day1, 1), name="Lost"
+        )
+        assert lost.audience_id == aid and lost.mirror is not None
+        assert lost.mirror["mode"] == "replace"
+        assert "no trustworthy snapshot" in lost.mirror["reason"]
+        assert lost.bytes_uploaded == len(day1) * LINE
+        assert members(sandbox, aid) == digests(day1)
+
+        path = store.path_for(sandbox.api_base, ADVERTISER, aid)
+        with path.open("r+b") as f:
+            f.truncate(path.stat().st_size - 7)  # a torn write
+        sandbox.clock.advance(DAY)
+        torn = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d2.txt", day2, 2), name="Lost"
+        )
+        assert torn.mirror is not None and torn.mirror["mode"] == "replace"
+        assert "torn" in torn.mirror["reason"]
+        assert members(sandbox, aid) == digests(day2)
+
+
+async def test_remove_below_the_floor_is_refused_before_any_call(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    day0 = maids(10, 1500)
+    async with client_for(sandbox) as client:
+        first = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d0.txt", day0), name="Floor"
+        )
+        aid = first.audience_id
+        assert aid is not None
+        sandbox.clock.advance(DAY)
+        before = sandbox.request_counts()
+        with pytest.raises(
+            UsageError, match=r"REMOVE of 600 IDs would leave the audience with 900"
+        ):
+            await mirror(
+                client, sandbox, tmp_path, write_export(tmp_path / "d1.txt", day0[:900], 1),
+                name="Floor",
+            )  # fmt: skip
+        after = sandbox.request_counts()
+        assert after.get(UPLOAD) == before.get(UPLOAD)
+        assert after.get(UPDATE) == before.get(UPDATE)
+        assert members(sandbox, aid) == digests(day0)
+        # The refused job is not left to resume: a valid export mirrors normally.
+        ok = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d2.txt", day0[:1200], 2),
+            name="Floor",
+        )  # fmt: skip
+        assert ok.mirror is not None and ok.mirror["mode"] == "diff"
+        assert members(sandbox, aid) == digests(day0[:1200])
+
+
+async def test_mirror_by_audience_id_replaces_first_then_sends_diffs_within_quotas(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    day0 = maids(11, 2000)
+    async with client_for(sandbox) as client:
+        created = await sync_audience(
+            client,
+            write_export(tmp_path / "d0.txt", day0),
+            **options(tmp_path, sandbox, action=None, name="Made elsewhere"),
+        )
+        aid = created.audience_id
+        assert aid is not None
+        day1 = day0 + maids(12, 100)
+        first = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d1.txt", day1, 1), audience_id=aid
+        )
+        assert first.mirror is not None and first.mirror["mode"] == "replace"
+        assert "no snapshot" in first.mirror["reason"]
+        assert members(sandbox, aid) == digests(day1)
+        # Same UTC day: the snapshot is lost again, a REPLACE is needed, and today's is used.
+        SnapshotStore(tmp_path / "state").discard(sandbox.api_base, ADVERTISER, aid)
+        with pytest.raises(Paused, match="REPLACE"):
+            await mirror(
+                client, sandbox, tmp_path, write_export(tmp_path / "d2.txt", day0, 2),
+                audience_id=aid,
+            )  # fmt: skip
+        assert ops(sandbox).count("REPLACE") == 1
+
+
+async def test_dry_run_reports_counts_and_operations_and_sends_nothing(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    day0 = maids(13, 2000)
+    day1 = day0[100:] + maids(14, 150)
+    async with client_for(sandbox) as client:
+        first = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d0.txt", day0), name="Dry"
+        )
+        aid = first.audience_id
+        assert aid is not None
+        sandbox.clock.advance(DAY)
+        before = sandbox.request_counts()
+        export = write_export(tmp_path / "d1.txt", day1, 1)
+        dry = await mirror(client, sandbox, tmp_path, export, name="Dry", dry_run=True)
+        assert sandbox.request_counts().get(UPLOAD) == before.get(UPLOAD)
+        assert sandbox.request_counts().get(UPDATE) == before.get(UPDATE)
+        assert dry.plan is not None and dry.audience_id == aid
+        plan = dry.plan
+        assert (plan["mode"], plan["added"], plan["removed"], plan["unchanged"]) == (
+            "diff",
+            150,
+            100,
+            1900,
+        )
+        assert [op["action"] for op in plan["operations"]] == ["APPEND", "REMOVE"]
+        assert plan["bytes"] == 250 * LINE and plan["problems"] == []
+        real = await mirror(client, sandbox, tmp_path, export, name="Dry")
+        assert real.mirror is not None
+        assert (real.mirror["added"], real.mirror["removed"]) == (150, 100)
+        assert members(sandbox, aid) == digests(day1)
+
+
+async def test_an_append_by_another_job_makes_the_snapshot_stale(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    day0 = maids(15, 2000)
+    extra = maids(16, 50)
+    async with client_for(sandbox) as client:
+        first = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d0.txt", day0), name="Shared"
+        )
+        aid = first.audience_id
+        assert aid is not None
+        await sync_audience(
+            client,
+            write_export(tmp_path / "extra.txt", extra),
+            **options(tmp_path, sandbox, audience_id=aid, action="append"),
+        )
+        sandbox.clock.advance(DAY)
+        # The export did not change, but the audience did (it holds the 50 appended IDs).
+        again = await mirror(
+            client, sandbox, tmp_path, write_export(tmp_path / "d1.txt", day0, 1), name="Shared"
+        )
+        assert again.mirror is not None and again.mirror["mode"] == "replace"
+        assert "changed the audience since the snapshot" in again.mirror["reason"]
+        assert members(sandbox, aid) == digests(day0)
+
+
+def test_cli_mirror_says_what_it_sent_and_why(tmp_path: Path) -> None:
+    export = write_export(tmp_path / "d0.txt", maids(17, 1200))
+    runner = CliRunner()
+    args = [str(export), "--sandbox", "--name", "Cli", "--action", "mirror", "--workers", "1"]
+    human = runner.invoke(sync_command, args)
+    assert human.exit_code == 0, human.output
+    assert "mirror: create: first run: the audience is created" in human.output
+    dry = runner.invoke(sync_command, [*args, "--dry-run", "--json"])
+    assert dry.exit_code == 0, dry.output
+    summary = json.loads(dry.stdout)
+    assert summary["action"] == "mirror" and summary["plan"]["mode"] == "create"
+    assert summary["plan"]["operations"] == [{"action": "create", "batch": 0, "file_paths": 1}]
