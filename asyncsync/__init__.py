@@ -1,8 +1,15 @@
-"""asyncsync: stream very large ID exports into TikTok custom audiences, fast and exactly once."""
+"""asyncsync: stream very large ID exports into TikTok custom audiences, fast and exactly once.
+
+The public names below are imported on first use (PEP 562), so that ``import asyncsync`` and
+every CLI start (and every hashing worker) stay cheap: the HTTP client, the sandbox's web server
+and the sync job load only when a program touches them.
+"""
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from asyncsync.errors import (
     AsyncSyncError,
@@ -12,24 +19,59 @@ from asyncsync.errors import (
     TikTokError,
     UsageError,
 )
-from asyncsync.pipeline import PartInfo, PrepareOptions, PrepareResult, prepare
 from asyncsync.rules.limits import Action, CalculateType, HashAlgo, IdType
-from asyncsync.sandbox import FaultConfig, Sandbox, SandboxConfig
-from asyncsync.sync import SyncResult, sync_audience
-from asyncsync.tiktok import (
-    AccessToken,
-    Audience,
-    AudienceHistory,
-    ClientStats,
-    RetryPolicy,
-    TikTokClient,
-    UploadedFile,
-)
+
+if TYPE_CHECKING:
+    from asyncsync.pipeline import PartInfo, PrepareOptions, PrepareResult, prepare
+    from asyncsync.sandbox import FaultConfig, Sandbox, SandboxConfig
+    from asyncsync.sync import SyncResult, sync_audience
+    from asyncsync.tiktok import (
+        AccessToken,
+        Audience,
+        AudienceHistory,
+        ClientStats,
+        RetryPolicy,
+        TikTokClient,
+        UploadedFile,
+    )
 
 try:
     __version__ = version("asyncsync")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
+
+_LAZY: dict[str, str] = {
+    "AccessToken": "asyncsync.tiktok",
+    "Audience": "asyncsync.tiktok",
+    "AudienceHistory": "asyncsync.tiktok",
+    "ClientStats": "asyncsync.tiktok",
+    "FaultConfig": "asyncsync.sandbox",
+    "PartInfo": "asyncsync.pipeline",
+    "PrepareOptions": "asyncsync.pipeline",
+    "PrepareResult": "asyncsync.pipeline",
+    "RetryPolicy": "asyncsync.tiktok",
+    "Sandbox": "asyncsync.sandbox",
+    "SandboxConfig": "asyncsync.sandbox",
+    "SyncResult": "asyncsync.sync",
+    "TikTokClient": "asyncsync.tiktok",
+    "UploadedFile": "asyncsync.tiktok",
+    "prepare": "asyncsync.pipeline",
+    "sync_audience": "asyncsync.sync",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asyncsync' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "AccessToken",

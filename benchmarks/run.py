@@ -411,11 +411,13 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
-        ).stdout.strip()
+        git = ["git", "-C", str(HERE)]
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True)
+        status = subprocess.run([*git, "status", "--porcelain"], capture_output=True)
+        commit_id = commit.stdout.decode().strip()
+        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
     except OSError:
-        commit = ""
+        commit_id, dirty = "", None
     return {
         "cpu": model,
         "cores": os.cpu_count(),
@@ -423,7 +425,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "commit": commit or None,
+        "commit": commit_id or None,
+        "uncommitted_changes": dirty,
         "load_avg_start": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -556,13 +559,15 @@ def markdown(result: dict[str, Any]) -> str:
     if result.get("scaling"):
         lines += [
             "",
-            "| prepare input rows | wall s | s per M rows | CPU s | peak RSS MB |",
-            "| ---: | ---: | ---: | ---: | ---: |",
+            "| prepare input rows | wall s | wall s per M rows | CPU s | CPU s per M rows "
+            "| peak RSS MB |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in result["scaling"]:
+            cpu_per_m = row["cpu_s"] / (row["rows"] / 1e6)
             lines.append(
                 f"| {row['rows']:,} | {row['wall_s']:.2f} | {row['s_per_m_rows']:.3f} "
-                f"| {row['cpu_s']:.2f} | {row['peak_rss_mb']:.0f} |"
+                f"| {row['cpu_s']:.2f} | {cpu_per_m:.3f} | {row['peak_rss_mb']:.0f} |"
             )
     lines += ["", f"Command: `{result['command']}`"]
     return "\n".join(lines)
@@ -603,9 +608,9 @@ def chart(result: dict[str, Any], path: Path) -> None:
         ax.barh(labels, values, xerr=err, color=colours, capsize=3)
         ax.invert_yaxis()
         ax.set_title(title, fontsize=10)
-        for y, v in enumerate(values):
+        for y, (v, hi) in enumerate(zip(values, highs, strict=True)):
             if v:
-                ax.text(v, y, f" {v:,.1f}", va="center", fontsize=8)
+                ax.text(max(v, hi), y, f" {v:,.1f}", va="center", fontsize=8)
         if ax is not axes[0]:
             ax.set_yticklabels([])
     m = result["machine"]
@@ -694,7 +699,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="Fast check that the benchmark works: 100 k rows, 1 run, 2 MB parts, no big parts.",
     )
     parser.add_argument("--no-chart", action="store_true", help="Skip the PNG charts.")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="Run nothing: print the table of a saved result and redraw its charts.",
+    )
     args = parser.parse_args(argv)
+    if args.report is not None:
+        saved: dict[str, Any] = json.loads(args.report.read_text())
+        if not args.no_chart:
+            chart(saved, args.report.with_suffix(".png"))
+            if saved.get("scaling"):
+                scaling_chart(saved, args.report.with_name(args.report.stem + "-scaling.png"))
+        print(markdown(saved))
+        return saved
     if args.smoke:
         args.rows, args.repeats, args.part_bytes = 100_000, 1, 2 * MB
         args.big_part_bytes = args.big_part_bytes or 0

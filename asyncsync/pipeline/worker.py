@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,11 @@ def init_worker() -> None:
     each one, and touching fresh pages again costs about a third of the worker's time in the
     kernel. Raising the mmap and trim thresholds lets the heap reuse them (the heap still
     stays within the per-worker bound of ``PrepareOptions``). A no-op without glibc.
+
+    Ctrl-C in a terminal reaches the whole process group: workers ignore SIGINT so that only
+    the parent reacts (it cancels the stage and shuts the pool down), without worker tracebacks.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)
