@@ -1,19 +1,47 @@
-"""The ``asyncsync`` command line. Nothing in the package imports this module."""
+"""The ``asyncsync`` command line. Nothing in the package imports this module.
+
+Commands load on demand: ``asyncsync prepare`` does not pay for importing the HTTP client, the
+sandbox's web server or the sync job.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from asyncsync import __version__
-from asyncsync.cli import audiences, auth, prepare, sandbox, sync
+
+#: command name -> module under ``asyncsync.cli`` whose ``commands`` list holds it
+_COMMANDS: dict[str, str] = {
+    "audiences": "audiences",
+    "auth": "auth",
+    "prepare": "prepare",
+    "sample": "prepare",
+    "sandbox": "sandbox",
+    "sync": "sync",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module_name = _COMMANDS.get(cmd_name)
+        if module_name is None:
+            return None
+        module = importlib.import_module(f"asyncsync.cli.{module_name}")
+        for command in module.commands:
+            if command.name == cmd_name:
+                return command  # type: ignore[no-any-return]
+        return None
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="asyncsync")
 def main() -> None:
     """Stream very large ID exports into TikTok custom audiences, exactly once."""
-
-
-for _module in (prepare, sync, audiences, auth, sandbox):
-    for _command in _module.commands:
-        main.add_command(_command)
