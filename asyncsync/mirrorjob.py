@@ -26,7 +26,6 @@ import dataclasses
 import math
 import shutil
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -613,26 +612,11 @@ class MirrorRun(_SyncRun):
             },
             "problems": problems,
         }
-        stats = self.client.stats
-        return SyncResult(
-            audience_id=audience_id,
-            action=self.spec.action,
-            calculate_type=str(result.calculate_type),
-            file_paths=(),
-            parts=len(chosen),
-            rows_read=result.rows_read,
-            rows_valid=result.rows_valid,
-            rows_invalid=result.rows_invalid,
-            rejected={str(k): int(v) for k, v in dict(result.rejected).items()},
-            duplicates=result.duplicates,
-            rows_written=result.rows_written,
-            bytes_uploaded=stats.bytes_uploaded - self.stats0[2],
-            api_calls=stats.api_calls - self.stats0[0],
-            retries=stats.retries - self.stats0[1],
-            elapsed_s=round(time.monotonic() - self.started, 3),
-            resumed=False,
-            plan=report,
-            job_id=None,
+        return self._plan_result(
+            audience_id,
+            result,
+            len(chosen),
+            report,
             mirror={**{key: plan[key] for key in RESULT_KEYS}, "snapshot": "unchanged"},
         )
 

@@ -1051,13 +1051,24 @@ class _SyncRun:
             },
             "problems": problems,
         }
+        return self._plan_result(audience_id, result, len(parts), plan)
+
+    def _plan_result(
+        self,
+        audience_id: str | None,
+        result: PrepareResult,
+        parts: int,
+        plan: dict[str, Any],
+        **extra: Any,
+    ) -> SyncResult:
+        """The SyncResult of a dry run: the prepared counts, this call's traffic, the plan."""
         stats = self.client.stats
         return SyncResult(
             audience_id=audience_id,
             action=self.spec.action,
             calculate_type=str(result.calculate_type),
             file_paths=(),
-            parts=len(parts),
+            parts=parts,
             rows_read=result.rows_read,
             rows_valid=result.rows_valid,
             rows_invalid=result.rows_invalid,
@@ -1071,4 +1082,5 @@ class _SyncRun:
             resumed=False,
             plan=plan,
             job_id=None,
+            **extra,
         )
