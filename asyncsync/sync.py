@@ -160,7 +160,7 @@ async def sync_audience(
     audience_id: str | None = None,
     action: str | None = None,
     state_dir: str | os.PathLike[str] | None = None,
-    concurrency: int = 4,
+    concurrency: int = 8,
     paths_per_call: int = MAX_FILE_PATHS_PER_CALL,
     max_wait: float = 900.0,
     dry_run: bool = False,

@@ -5,9 +5,10 @@
 Generates ``benchmarks/data/maid-ROWS.txt`` with ``asyncsync sample`` (kept for later runs),
 then times, each in its own process:
 
-* naive: one Python loop over the lines: strip, lowercase, a regex for the UUID shape, the
-  all-zero check, ``hashlib.sha256(...).hexdigest()``, a Python ``set`` for dedupe, one output
-  file, then the output's MD5 (read back, as a script that has to report it would).
+* naive: the hashing loop of ``contenders/naive.py`` (one Python loop over the lines: strip,
+  lowercase, a regex for the UUID shape, the all-zero check, ``hashlib.sha256(...).hexdigest()``,
+  a Python ``set`` for dedupe, one output file), then the output's MD5 (read back, as a script
+  that has to report it would).
 * asyncsync: ``asyncsync prepare FILE -o DIR --json`` (parts of 50 MB, MD5 while writing).
 
 Prints rows/s of both, the ratio, and the peak RSS of each process tree (the sum over the
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -28,30 +28,16 @@ import time
 from pathlib import Path
 
 import psutil
+from contenders.naive import hash_lines
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 WORK = HERE / "work"
-ZERO = "00000000-0000-0000-0000-000000000000"
 
 
 def naive(src: str, out: str) -> dict[str, object]:
-    """The straightforward script a careful engineer writes first."""
-    shape = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-    seen: set[str] = set()
-    rows = written = 0
-    with open(src, encoding="utf-8-sig", errors="replace") as f, open(out, "w") as o:
-        for line in f:
-            rows += 1
-            s = line.strip().lower()
-            if not s or not shape.fullmatch(s) or s == ZERO:
-                continue
-            h = hashlib.sha256(s.encode()).hexdigest()
-            if h in seen:
-                continue
-            seen.add(h)
-            o.write(h + "\n")
-            written += 1
+    """The straightforward script a careful engineer writes first, up to its output's MD5."""
+    rows, written = hash_lines(Path(src), Path(out))
     md5 = hashlib.md5()
     with open(out, "rb") as f:
         while block := f.read(1 << 20):

@@ -1,13 +1,14 @@
 """Benchmark asyncsync against the alternatives on sample data, each contender in its own process.
 
-    .venv/bin/python benchmarks/run.py [--rows 10000000] [--repeats 3]
+    .venv/bin/python benchmarks/run.py [--rows 10000000] [--repeats 3] [--link wan|loopback]
         [--scaling 1000000,10000000,100000000] [--smoke]
 
 What it does, in order:
 
 1. Generates ``benchmarks/data/maid-ROWS.txt`` with ``asyncsync sample`` (kept for later runs).
 2. Starts the sandbox (``python -m asyncsync sandbox``) in its own process on loopback, so that
-   the server's CPU is not charged to any contender (it is reported on its own).
+   the server's CPU is not charged to any contender (it is reported on its own), emulating the
+   ``--link`` profile.
 3. Prepares the input once into parts of ``--part-bytes`` (50 MB) with ``asyncsync prepare``:
    the upload-only contenders all upload these same files.
 4. Runs every contender ``--repeats`` times, alternating (the order rotates each round). Before
@@ -25,9 +26,14 @@ What it does, in order:
 Contenders: ``naive`` (a per-line standard-library script, end to end), ``sdk`` (the official
 TikTok SDK uploading the prepared parts with its thread pool, then creating the audience),
 ``prepare`` (``asyncsync prepare``), ``upload`` (asyncsync's ``TikTokClient`` uploading the
-prepared parts, 4 in flight, then creating the audience), ``sync`` (``asyncsync sync`` end to
-end, pipelined), ``aiohttp`` (a bare aiohttp multipart upload of the prepared parts, 4 in flight,
-then the create: the reference upload speed).
+prepared parts, ``--concurrency`` (8) in flight, then creating the audience), ``sync``
+(``asyncsync sync`` end to end, pipelined), ``aiohttp`` (a bare aiohttp multipart upload of the
+prepared parts, as many in flight, then the create: the reference upload speed).
+
+The sandbox emulates the network between the machine and TikTok (``--link``): ``wan`` (the
+default) answers each request 50 ms late, reads each upload at most at 20 MB/s and all uploads
+together at most at 125 MB/s; ``loopback`` emulates nothing, so the figures then show the
+machine's own speed, the sandbox's CPU included.
 """
 
 from __future__ import annotations
@@ -157,14 +163,38 @@ def last_json(text: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- sandbox
 
+LINKS: dict[str, dict[str, Any]] = {
+    # A machine in a data centre sending to TikTok's API across a wide-area path: each answer
+    # comes a round trip plus handling later, one TCP stream carries about 160 Mbit/s over such
+    # a path, and the machine's uplink is 1 Gbit/s.
+    "wan": {"latency_ms": 50.0, "upload_mb_per_s": 20.0, "link_mb_per_s": 125.0},
+    # No emulation: the sandbox reads as fast as loopback and its own CPU allow.
+    "loopback": {"latency_ms": 0.0, "upload_mb_per_s": None, "link_mb_per_s": None},
+}
+
+
+def link_text(link: dict[str, Any]) -> str:
+    if not link["latency_ms"] and link["upload_mb_per_s"] is None and link["link_mb_per_s"] is None:
+        return "loopback, no emulated latency or speed cap"
+    parts = [f"{link['latency_ms']:g} ms latency per request"]
+    if link["upload_mb_per_s"] is not None:
+        parts.append(f"{link['upload_mb_per_s']:g} MB/s per upload")
+    if link["link_mb_per_s"] is not None:
+        parts.append(f"{link['link_mb_per_s']:g} MB/s in total")
+    return ", ".join(parts)
+
 
 class SandboxProcess:
     """``asyncsync sandbox`` in its own process on loopback, driven over ``/_sandbox/``."""
 
-    def __init__(self, work: Path, operation_seconds: float) -> None:
+    def __init__(self, work: Path, operation_seconds: float, link: dict[str, Any]) -> None:
         self.log = (work / "sandbox.log").open("wb")
         cmd = [sys.executable, "-m", "asyncsync", "sandbox", "--host", "127.0.0.1"]
         cmd += ["--port", "0", "--operation-seconds", str(operation_seconds), "--json"]
+        cmd += ["--latency-ms", str(link["latency_ms"])]
+        for flag in ("upload_mb_per_s", "link_mb_per_s"):
+            if link[flag] is not None:
+                cmd += ["--" + flag.replace("_", "-"), str(link[flag])]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -526,7 +556,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['rows']:,} sample rows ({result['input_mb']:.0f} MB), "
         f"{result['parts']['count']} parts of <= {result['part_bytes'] / MB:.0f} MB, "
         f"median of {result['repeats']} runs; {m['cpu']}, {m['cores']} cores, "
-        f"{m['ram_gib']} GiB RAM, Python {m['python']}, {m['date']}",
+        f"{m['ram_gib']} GiB RAM, Python {m['python']}, {m['date']}; "
+        f"sandbox link: {link_text(result.get('link') or LINKS['loopback'])}",
         "",
         "| contender | wall s | CPU s | peak RSS MB | rows/s | MB/s uploaded | API calls "
         "| sandbox CPU s |",
@@ -617,8 +648,9 @@ def chart(result: dict[str, Any], path: Path) -> None:
     fig.suptitle(
         f"asyncsync vs alternatives: {result['rows']:,} sample IDs, parts of "
         f"{result['part_bytes'] / MB:.0f} MB, median of {result['repeats']} "
-        f"(bars: min-max) - {m['cpu']}, {m['cores']} cores, {m['date'][:10]}",
-        fontsize=11,
+        f"(bars: min-max) - {m['cpu']}, {m['cores']} cores, {m['date'][:10]}\n"
+        f"sandbox link: {link_text(result.get('link') or LINKS['loopback'])}",
+        fontsize=10,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -671,7 +703,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help="Comma-separated subset of: " + ", ".join(c.key for c in ALL),
     )
     parser.add_argument("--part-bytes", type=parse_size, default=50 * MB, help="Part size (50MB).")
-    parser.add_argument("--concurrency", type=int, default=4, help="Uploads in flight (4).")
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="Uploads in flight (8, the sync default)."
+    )
+    parser.add_argument(
+        "--link",
+        choices=sorted(LINKS),
+        default="wan",
+        help="The network the sandbox emulates: wan (default: "
+        + link_text(LINKS["wan"])
+        + ") or loopback (no emulation: the machine's own speed).",
+    )
+    parser.add_argument("--latency-ms", type=float, default=None, help="Override the link's.")
+    parser.add_argument(
+        "--upload-mb-per-s", type=float, default=None, help="Override the link's speed per upload."
+    )
+    parser.add_argument(
+        "--link-mb-per-s", type=float, default=None, help="Override the link's total speed."
+    )
     parser.add_argument("--workers", type=int, default=None, help="Hashing processes (auto).")
     parser.add_argument(
         "--operation-seconds", type=float, default=0.2, help="Sandbox operation time (0.2)."
@@ -725,6 +774,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if unknown or not keys:
         parser.error(f"unknown contenders {unknown}; choose from {', '.join(BY_KEY)}")
     contenders = [BY_KEY[k] for k in keys]
+    link = dict(LINKS[args.link], profile=args.link)
+    for key in ("latency_ms", "upload_mb_per_s", "link_mb_per_s"):
+        if getattr(args, key) is not None:
+            link[key] = getattr(args, key)
+            link["profile"] = "custom"
     name = args.name or ("smoke" if args.smoke else _rows_name(args.rows))
     command = "python benchmarks/run.py " + shlex.join(
         list(argv) if argv is not None else sys.argv[1:]
@@ -752,6 +806,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "part_bytes": args.part_bytes,
         "concurrency": args.concurrency,
         "operation_seconds": args.operation_seconds,
+        "link": link,
         "parts": {
             "count": len(manifest["parts"]),
             "bytes": expected["bytes"],
@@ -760,7 +815,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         },
         "contenders": {},
     }
-    sandbox = SandboxProcess(args.work_dir, args.operation_seconds)
+    sandbox = SandboxProcess(args.work_dir, args.operation_seconds, link)
     try:
         ctx = Context(
             src=src,

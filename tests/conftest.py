@@ -1,4 +1,5 @@
-"""Shared fixtures: a started sandbox on a free loopback port, with fast settings."""
+"""Shared fixtures: a started sandbox on a free loopback port, with fast settings; and what the
+sync-job tests share: random MAIDs and their expected digests, a sandbox client, sync options."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import asyncio
 import hashlib
 import io
 import json
+import random
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ import pytest
 
 from asyncsync.rules.limits import API_VERSION_PREFIX
 from asyncsync.sandbox import FaultConfig, Sandbox, SandboxConfig
+from asyncsync.tiktok.client import TikTokClient
+from asyncsync.tiktok.retry import RetryPolicy
 
 FAST_OPERATION_SECONDS = 0.05
 """How long an audience operation "runs" in the ``sandbox`` fixture (sandbox clock seconds)."""
@@ -195,3 +199,52 @@ async def raw_api(sandbox: Sandbox) -> AsyncIterator[RawApi]:
     """Hand-built HTTP requests against ``sandbox`` with an any-advertiser token."""
     async with aiohttp.ClientSession() as session:
         yield RawApi(session, sandbox, sandbox.issue_token())
+
+
+# -- sync jobs -------------------------------------------------------------------------------
+
+DIGEST_LINE = 65
+"""Bytes of one SHA256 line in a part: small ``max_file_bytes`` give many parts cheaply."""
+
+
+def maids(seed: int, n: int) -> list[str]:
+    """``n`` random lowercase MAIDs (UUID shape), deterministic per ``seed``."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        h = f"{rng.getrandbits(128):032x}"
+        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
+
+
+def maid_digests(ids: list[str]) -> set[str]:
+    """The SHA256 digests an audience holds after a sync of ``ids`` (the expected members)."""
+    return {hashlib.sha256(i.lower().encode()).hexdigest() for i in ids}
+
+
+@asynccontextmanager
+async def client_for(sandbox: Sandbox, *, attempts: int = 8) -> AsyncIterator[TikTokClient]:
+    """A client of ``sandbox``: any-advertiser token, retries without waits, no rate limit."""
+    async with TikTokClient(
+        sandbox.issue_token(),
+        api_base=sandbox.api_base,
+        retry=RetryPolicy(attempts=attempts, wait=False),
+        requests_per_second=None,
+    ) as client:
+        yield client
+
+
+def sync_options(tmp_path: Path, sandbox: Sandbox, **extra: Any) -> dict[str, Any]:
+    """Keyword arguments of ``sync_audience`` for tests (sandbox clock, fast polls, one worker,
+    parts of 200 lines), with ``extra`` added or overriding."""
+    values: dict[str, Any] = {
+        "advertiser_id": ADVERTISER_ID,
+        "state_dir": tmp_path / "state",
+        "clock": sandbox.clock.now,
+        "poll_interval": 0.01,
+        "max_wait": 30.0,
+        "workers": 1,
+        "max_file_bytes": 200 * DIGEST_LINE,
+    }
+    values.update(extra)
+    return values

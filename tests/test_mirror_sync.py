@@ -4,16 +4,14 @@ equals the latest export, and only the difference travels."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import ADVERTISER_ID, DIGEST_LINE, client_for, maid_digests, maids, sync_options
 
 from asyncsync import SyncResult, sync_audience
 from asyncsync.cli.sync import sync_command
@@ -22,28 +20,11 @@ from asyncsync.events import AudienceOperation, Event
 from asyncsync.sandbox import Sandbox
 from asyncsync.snapshot import SnapshotStore
 from asyncsync.tiktok.client import TikTokClient
-from asyncsync.tiktok.retry import RetryPolicy
 
-ADVERTISER = "7000000000000000001"
 UPLOAD = "/open_api/v1.3/dmp/custom_audience/file/upload/"
 CREATE = "/open_api/v1.3/dmp/custom_audience/create/"
 UPDATE = "/open_api/v1.3/dmp/custom_audience/update/"
-LINE = 65
-"""Bytes of one SHA256 line in a part."""
 DAY = 86_400.0
-
-
-def maids(seed: int, n: int) -> list[str]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        h = f"{rng.getrandbits(128):032x}"
-        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return out
-
-
-def digests(ids: list[str]) -> set[str]:
-    return {hashlib.sha256(i.lower().encode()).hexdigest() for i in ids}
 
 
 def write_export(path: Path, ids: list[str], seed: int = 0) -> Path:
@@ -54,32 +35,6 @@ def write_export(path: Path, ids: list[str], seed: int = 0) -> Path:
     rng.shuffle(lines)
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-@asynccontextmanager
-async def client_for(sandbox: Sandbox) -> AsyncIterator[TikTokClient]:
-    async with TikTokClient(
-        sandbox.issue_token(),
-        api_base=sandbox.api_base,
-        retry=RetryPolicy(attempts=8, wait=False),
-        requests_per_second=None,
-    ) as client:
-        yield client
-
-
-def options(tmp_path: Path, sandbox: Sandbox, **extra: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "advertiser_id": ADVERTISER,
-        "state_dir": tmp_path / "state",
-        "clock": sandbox.clock.now,
-        "poll_interval": 0.01,
-        "max_wait": 30.0,
-        "workers": 1,
-        "max_file_bytes": 200 * LINE,
-        "action": "mirror",
-    }
-    values.update(extra)
-    return values
 
 
 def members(sandbox: Sandbox, audience_id: str) -> set[str]:
@@ -95,7 +50,9 @@ def ops(sandbox: Sandbox) -> list[str]:
 async def mirror(
     client: TikTokClient, sandbox: Sandbox, tmp_path: Path, export: Path, **extra: Any
 ) -> SyncResult:
-    return await sync_audience(client, export, **options(tmp_path, sandbox, **extra))
+    return await sync_audience(
+        client, export, **sync_options(tmp_path, sandbox, action="mirror", **extra)
+    )
 
 
 async def test_daily_mirrors_track_every_export_and_upload_only_the_difference(
@@ -113,8 +70,8 @@ async def test_daily_mirrors_track_every_export_and_upload_only_the_difference(
         assert aid is not None and first.action == "mirror"
         assert first.mirror is not None and first.mirror["mode"] == "create"
         assert first.mirror["snapshot"] == "recorded"
-        assert members(sandbox, aid) == digests(day0)
-        assert first.bytes_uploaded == 3000 * LINE
+        assert members(sandbox, aid) == maid_digests(day0)
+        assert first.bytes_uploaded == 3000 * DIGEST_LINE
 
         sandbox.clock.advance(DAY)
         grow = await mirror(
@@ -127,8 +84,8 @@ async def test_daily_mirrors_track_every_export_and_upload_only_the_difference(
             0,
         )
         assert grow.mirror["unchanged"] == 3000
-        assert members(sandbox, aid) == digests(day1)
-        assert grow.bytes_uploaded == 300 * LINE
+        assert members(sandbox, aid) == maid_digests(day1)
+        assert grow.bytes_uploaded == 300 * DIGEST_LINE
         assert ops(sandbox) == ["CREATE", "APPEND"]
 
         sandbox.clock.advance(DAY)
@@ -137,8 +94,8 @@ async def test_daily_mirrors_track_every_export_and_upload_only_the_difference(
         )
         assert churn.mirror is not None and churn.mirror["mode"] == "diff"
         assert (churn.mirror["added"], churn.mirror["removed"]) == (200, 200)
-        assert members(sandbox, aid) == digests(day2)
-        assert churn.bytes_uploaded == 400 * LINE
+        assert members(sandbox, aid) == maid_digests(day2)
+        assert churn.bytes_uploaded == 400 * DIGEST_LINE
         assert ops(sandbox)[-2:] == ["APPEND", "REMOVE"]
 
         sandbox.clock.advance(DAY)
@@ -147,8 +104,8 @@ async def test_daily_mirrors_track_every_export_and_upload_only_the_difference(
         )
         assert turnover.mirror is not None and turnover.mirror["mode"] == "replace"
         assert "replace threshold" in turnover.mirror["reason"]
-        assert members(sandbox, aid) == digests(day3)
-        assert turnover.bytes_uploaded == 2500 * LINE
+        assert members(sandbox, aid) == maid_digests(day3)
+        assert turnover.bytes_uploaded == 2500 * DIGEST_LINE
         assert ops(sandbox)[-1] == "REPLACE"
 
         sandbox.clock.advance(DAY)
@@ -162,7 +119,7 @@ async def test_daily_mirrors_track_every_export_and_upload_only_the_difference(
         assert same.bytes_uploaded == 0 and same.file_paths == ()
         assert sandbox.request_counts()[UPDATE] == updates
         assert sandbox.request_counts()[UPLOAD] == uploads
-        assert members(sandbox, aid) == digests(day3)
+        assert members(sandbox, aid) == maid_digests(day3)
     assert sandbox.request_counts()[CREATE] == 1
     assert len(sandbox.state.audiences) == 1
 
@@ -194,7 +151,7 @@ async def test_crash_between_append_and_remove_is_finished_by_the_rerun(
             await task
         assert ops(sandbox) == ["CREATE", "APPEND"]
         # Only the APPEND happened: the snapshot still describes day 0.
-        snap, _ = SnapshotStore(tmp_path / "state").load(sandbox.api_base, ADVERTISER, aid)
+        snap, _ = SnapshotStore(tmp_path / "state").load(sandbox.api_base, ADVERTISER_ID, aid)
         assert snap is not None and snap.count == 2000
         uploads = sandbox.request_counts()[UPLOAD]
 
@@ -203,8 +160,8 @@ async def test_crash_between_append_and_remove_is_finished_by_the_rerun(
         assert resumed.mirror["mode"] == "diff" and resumed.mirror["snapshot"] == "recorded"
         assert ops(sandbox) == ["CREATE", "APPEND", "REMOVE"]
         assert sandbox.request_counts()[UPLOAD] == uploads  # nothing uploaded again
-        assert members(sandbox, aid) == digests(day1)
-        snap, _ = SnapshotStore(tmp_path / "state").load(sandbox.api_base, ADVERTISER, aid)
+        assert members(sandbox, aid) == maid_digests(day1)
+        snap, _ = SnapshotStore(tmp_path / "state").load(sandbox.api_base, ADVERTISER_ID, aid)
         assert snap is not None and snap.count == len(day1)
 
         sandbox.clock.advance(DAY)
@@ -214,7 +171,7 @@ async def test_crash_between_append_and_remove_is_finished_by_the_rerun(
         )
         assert after.mirror is not None and after.mirror["mode"] == "diff"
         assert (after.mirror["added"], after.mirror["removed"]) == (100, 0)
-        assert members(sandbox, aid) == digests(day2)
+        assert members(sandbox, aid) == maid_digests(day2)
 
 
 async def test_lost_or_torn_snapshot_falls_back_to_replace(
@@ -230,7 +187,7 @@ async def test_lost_or_torn_snapshot_falls_back_to_replace(
         )
         aid = first.audience_id
         assert aid is not None
-        store.path_for(sandbox.api_base, ADVERTISER, aid).unlink()
+        store.path_for(sandbox.api_base, ADVERTISER_ID, aid).unlink()
 
         sandbox.clock.advance(DAY)
         lost = await mirror(
@@ -239,10 +196,10 @@ async def test_lost_or_torn_snapshot_falls_back_to_replace(
         assert lost.audience_id == aid and lost.mirror is not None
         assert lost.mirror["mode"] == "replace"
         assert "no trustworthy snapshot" in lost.mirror["reason"]
-        assert lost.bytes_uploaded == len(day1) * LINE
-        assert members(sandbox, aid) == digests(day1)
+        assert lost.bytes_uploaded == len(day1) * DIGEST_LINE
+        assert members(sandbox, aid) == maid_digests(day1)
 
-        path = store.path_for(sandbox.api_base, ADVERTISER, aid)
+        path = store.path_for(sandbox.api_base, ADVERTISER_ID, aid)
         with path.open("r+b") as f:
             f.truncate(path.stat().st_size - 7)  # a torn write
         sandbox.clock.advance(DAY)
@@ -251,7 +208,7 @@ async def test_lost_or_torn_snapshot_falls_back_to_replace(
         )
         assert torn.mirror is not None and torn.mirror["mode"] == "replace"
         assert "torn" in torn.mirror["reason"]
-        assert members(sandbox, aid) == digests(day2)
+        assert members(sandbox, aid) == maid_digests(day2)
 
 
 async def test_remove_below_the_floor_is_refused_before_any_call(
@@ -276,14 +233,14 @@ async def test_remove_below_the_floor_is_refused_before_any_call(
         after = sandbox.request_counts()
         assert after.get(UPLOAD) == before.get(UPLOAD)
         assert after.get(UPDATE) == before.get(UPDATE)
-        assert members(sandbox, aid) == digests(day0)
+        assert members(sandbox, aid) == maid_digests(day0)
         # The refused job is not left to resume: a valid export mirrors normally.
         ok = await mirror(
             client, sandbox, tmp_path, write_export(tmp_path / "d2.txt", day0[:1200], 2),
             name="Floor",
         )  # fmt: skip
         assert ok.mirror is not None and ok.mirror["mode"] == "diff"
-        assert members(sandbox, aid) == digests(day0[:1200])
+        assert members(sandbox, aid) == maid_digests(day0[:1200])
 
 
 async def test_mirror_by_audience_id_replaces_first_then_sends_diffs_within_quotas(
@@ -294,7 +251,7 @@ async def test_mirror_by_audience_id_replaces_first_then_sends_diffs_within_quot
         created = await sync_audience(
             client,
             write_export(tmp_path / "d0.txt", day0),
-            **options(tmp_path, sandbox, action=None, name="Made elsewhere"),
+            **sync_options(tmp_path, sandbox, action=None, name="Made elsewhere"),
         )
         aid = created.audience_id
         assert aid is not None
@@ -304,9 +261,9 @@ async def test_mirror_by_audience_id_replaces_first_then_sends_diffs_within_quot
         )
         assert first.mirror is not None and first.mirror["mode"] == "replace"
         assert "no snapshot" in first.mirror["reason"]
-        assert members(sandbox, aid) == digests(day1)
+        assert members(sandbox, aid) == maid_digests(day1)
         # Same UTC day: the snapshot is lost again, a REPLACE is needed, and today's is used.
-        SnapshotStore(tmp_path / "state").discard(sandbox.api_base, ADVERTISER, aid)
+        SnapshotStore(tmp_path / "state").discard(sandbox.api_base, ADVERTISER_ID, aid)
         with pytest.raises(Paused, match="REPLACE"):
             await mirror(
                 client, sandbox, tmp_path, write_export(tmp_path / "d2.txt", day0, 2),
@@ -341,11 +298,11 @@ async def test_dry_run_reports_counts_and_operations_and_sends_nothing(
             1900,
         )
         assert [op["action"] for op in plan["operations"]] == ["APPEND", "REMOVE"]
-        assert plan["bytes"] == 250 * LINE and plan["problems"] == []
+        assert plan["bytes"] == 250 * DIGEST_LINE and plan["problems"] == []
         real = await mirror(client, sandbox, tmp_path, export, name="Dry")
         assert real.mirror is not None
         assert (real.mirror["added"], real.mirror["removed"]) == (150, 100)
-        assert members(sandbox, aid) == digests(day1)
+        assert members(sandbox, aid) == maid_digests(day1)
 
 
 async def test_an_append_by_another_job_makes_the_snapshot_stale(
@@ -362,7 +319,7 @@ async def test_an_append_by_another_job_makes_the_snapshot_stale(
         await sync_audience(
             client,
             write_export(tmp_path / "extra.txt", extra),
-            **options(tmp_path, sandbox, audience_id=aid, action="append"),
+            **sync_options(tmp_path, sandbox, audience_id=aid, action="append"),
         )
         sandbox.clock.advance(DAY)
         # The export did not change, but the audience did (it holds the 50 appended IDs).
@@ -371,7 +328,7 @@ async def test_an_append_by_another_job_makes_the_snapshot_stale(
         )
         assert again.mirror is not None and again.mirror["mode"] == "replace"
         assert "changed the audience since the snapshot" in again.mirror["reason"]
-        assert members(sandbox, aid) == digests(day0)
+        assert members(sandbox, aid) == maid_digests(day0)
 
 
 def test_cli_mirror_says_what_it_sent_and_why(tmp_path: Path) -> None:

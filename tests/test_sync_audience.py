@@ -4,16 +4,22 @@ crash-safe resume, dry runs and the library used inside a caller's own loop and 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
+from conftest import (
+    ADVERTISER_ID,
+    DIGEST_LINE,
+    client_for,
+    maid_digests,
+    maids,
+    sync_options,
+)
 
 from asyncsync import SyncResult, sync_audience
 from asyncsync.errors import InputChangedError, Paused, StateError, UsageError
@@ -23,26 +29,10 @@ from asyncsync.sandbox import FaultConfig, Sandbox
 from asyncsync.tiktok.client import TikTokClient
 from asyncsync.tiktok.retry import RetryPolicy
 
-ADVERTISER = "7000000000000000001"
 UPLOAD = "/open_api/v1.3/dmp/custom_audience/file/upload/"
 CREATE = "/open_api/v1.3/dmp/custom_audience/create/"
 UPDATE = "/open_api/v1.3/dmp/custom_audience/update/"
 READS = {"/open_api/v1.3/dmp/custom_audience/get/", "/open_api/v1.3/dmp/custom_audience/list/"}
-LINE = 65
-"""Bytes of one SHA256 line in a part: small ``max_file_bytes`` give many parts cheaply."""
-
-
-def maids(seed: int, n: int) -> list[str]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        h = f"{rng.getrandbits(128):032x}"
-        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return out
-
-
-def digests(ids: list[str]) -> set[str]:
-    return {hashlib.sha256(i.lower().encode()).hexdigest() for i in ids}
 
 
 def write_export(path: Path, ids: list[str], *, noise: bool = True) -> Path:
@@ -56,35 +46,10 @@ def write_export(path: Path, ids: list[str], *, noise: bool = True) -> Path:
     return path
 
 
-@asynccontextmanager
-async def client_for(sandbox: Sandbox, *, attempts: int = 8) -> AsyncIterator[TikTokClient]:
-    async with TikTokClient(
-        sandbox.issue_token(),
-        api_base=sandbox.api_base,
-        retry=RetryPolicy(attempts=attempts, wait=False),
-        requests_per_second=None,
-    ) as client:
-        yield client
-
-
-def options(tmp_path: Path, sandbox: Sandbox, **extra: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "advertiser_id": ADVERTISER,
-        "state_dir": tmp_path / "state",
-        "clock": sandbox.clock.now,
-        "poll_interval": 0.01,
-        "max_wait": 30.0,
-        "workers": 1,
-        "max_file_bytes": 200 * LINE,
-    }
-    values.update(extra)
-    return values
-
-
 async def settled_members(sandbox: Sandbox, client: TikTokClient, audience_id: str) -> set[str]:
     """The audience's members once its last operation has finished."""
     for _ in range(500):
-        (audience,) = await client.get_audiences(ADVERTISER, [audience_id])
+        (audience,) = await client.get_audiences(ADVERTISER_ID, [audience_id])
         if audience.is_valid:
             return set(sandbox.members(audience_id))
         await asyncio.sleep(0.01)
@@ -109,11 +74,11 @@ async def test_create_ends_with_exactly_the_valid_input_ids(
     export = write_export(tmp_path / "export.txt", ids)
     async with client_for(sandbox) as client:
         result = await sync_audience(
-            client, export, name="Nightly buyers", **options(tmp_path, sandbox)
+            client, export, name="Nightly buyers", **sync_options(tmp_path, sandbox)
         )
         assert result.audience_id is not None
         members = await settled_members(sandbox, client, result.audience_id)
-    assert members == digests(ids)
+    assert members == maid_digests(ids)
     assert result.action == "create" and result.calculate_type == "FIRST_SHA256"
     assert result.rows_written == 3000 and result.duplicates == 300
     assert result.rows_invalid == 3 and result.rejected.get("zero_id") == 1
@@ -123,7 +88,7 @@ async def test_create_ends_with_exactly_the_valid_input_ids(
     summary = result.to_json()
     for key in ("audience_id", "file_paths", "rows_read", "bytes_uploaded", "api_calls", "resumed"):
         assert key in summary
-    assert result.bytes_uploaded == sum(1 for _ in digests(ids)) * LINE
+    assert result.bytes_uploaded == sum(1 for _ in maid_digests(ids)) * DIGEST_LINE
 
 
 async def test_append_then_remove_leave_exactly_the_expected_members(
@@ -134,22 +99,22 @@ async def test_append_then_remove_leave_exactly_the_expected_members(
     async with client_for(sandbox) as client:
         created = await sync_audience(
             client, write_export(tmp_path / "a.txt", base), name="grow",
-            **options(tmp_path, sandbox),
+            **sync_options(tmp_path, sandbox),
         )  # fmt: skip
         aid = created.audience_id
         assert aid is not None
         appended = await sync_audience(
             client, write_export(tmp_path / "b.txt", base[:500] + extra), audience_id=aid,
-            action="append", **options(tmp_path, sandbox),
+            action="append", **sync_options(tmp_path, sandbox),
         )  # fmt: skip
         assert appended.action == "append" and appended.audience_id == aid
-        assert await settled_members(sandbox, client, aid) == digests(base + extra)
+        assert await settled_members(sandbox, client, aid) == maid_digests(base + extra)
         await sync_audience(
             client, write_export(tmp_path / "c.txt", removed), audience_id=aid,
-            action="remove", **options(tmp_path, sandbox),
+            action="remove", **sync_options(tmp_path, sandbox),
         )  # fmt: skip
         members = await settled_members(sandbox, client, aid)
-    assert members == digests(base + extra) - digests(removed)
+    assert members == maid_digests(base + extra) - maid_digests(removed)
     assert audiences_named(sandbox, "grow") == [aid]
 
 
@@ -158,15 +123,15 @@ async def test_replace_leaves_exactly_the_new_input(sandbox: Sandbox, tmp_path: 
     async with client_for(sandbox) as client:
         created = await sync_audience(
             client, write_export(tmp_path / "old.txt", old), name="swap",
-            **options(tmp_path, sandbox),
+            **sync_options(tmp_path, sandbox),
         )  # fmt: skip
         assert created.audience_id is not None
         replaced = await sync_audience(
             client, write_export(tmp_path / "new.txt", new), audience_id=created.audience_id,
-            action="replace", paths_per_call=5, **options(tmp_path, sandbox),
+            action="replace", paths_per_call=5, **sync_options(tmp_path, sandbox),
         )  # fmt: skip
         members = await settled_members(sandbox, client, created.audience_id)
-    assert members == digests(new)
+    assert members == maid_digests(new)
     ops = [op.action for op in sandbox.state.audiences[created.audience_id].history]
     assert ops == ["CREATE", "REPLACE", "APPEND", "APPEND"]
     assert replaced.parts == 13
@@ -180,12 +145,12 @@ async def test_more_than_500_parts_create_then_append_waiting_out_the_running_op
     async with client_for(sandbox) as client:
         result = await sync_audience(
             client, export, name="many", concurrency=8,
-            **options(tmp_path, sandbox, max_file_bytes=2 * LINE),
+            **sync_options(tmp_path, sandbox, max_file_bytes=2 * DIGEST_LINE),
         )  # fmt: skip
         assert result.audience_id is not None
         members = await settled_members(sandbox, client, result.audience_id)
     assert result.parts == 552
-    assert members == digests(ids)
+    assert members == maid_digests(ids)
     history = sandbox.state.audiences[result.audience_id].history
     assert [(op.action, len(op.files)) for op in history] == [("CREATE", 500), ("APPEND", 52)]
     assert counts(sandbox)[CREATE] == 1 and counts(sandbox)[UPDATE] == 1
@@ -201,13 +166,13 @@ async def test_fault_storm_still_ends_with_one_audience_and_the_exact_set(
         async with client_for(sandbox, attempts=30) as client:
             result = await sync_audience(
                 client, export, name="storm", paths_per_call=6,
-                **options(tmp_path, sandbox, max_file_bytes=100 * LINE),
+                **sync_options(tmp_path, sandbox, max_file_bytes=100 * DIGEST_LINE),
             )  # fmt: skip
             assert result.audience_id is not None
             sandbox.set_faults(FaultConfig())
             members = await settled_members(sandbox, client, result.audience_id)
         faults = sandbox.fault_counts()
-    assert members == digests(ids)
+    assert members == maid_digests(ids)
     assert audiences_named(sandbox, "storm") == [result.audience_id]
     assert faults["drop"] > 0 and faults["rate_limit"] > 0 and result.retries > 0
 
@@ -220,7 +185,7 @@ async def test_daily_quota_pauses_before_the_limit_and_a_later_day_resumes(
 ) -> None:
     ids = maids(8, 15_000)
     export = write_export(tmp_path / "q.txt", ids, noise=False)
-    opts = options(tmp_path, sandbox, max_file_bytes=500 * LINE)
+    opts = sync_options(tmp_path, sandbox, max_file_bytes=500 * DIGEST_LINE)
     async with client_for(sandbox) as client:
         with pytest.raises(Paused) as paused:
             await sync_audience(client, export, name="quota", paths_per_call=1, **opts)
@@ -242,7 +207,7 @@ async def test_daily_quota_pauses_before_the_limit_and_a_later_day_resumes(
         members = await settled_members(sandbox, client, audience_id)
     assert done.resumed and done.audience_id == audience_id and not done.paused
     assert counts(sandbox)[UPLOAD] == uploads, "no part was uploaded again"
-    assert members == digests(ids)
+    assert members == maid_digests(ids)
     assert audiences_named(sandbox, "quota") == [audience_id]
 
 
@@ -253,7 +218,7 @@ async def test_quota_used_up_elsewhere_pauses_at_once_on_tiktoks_answer(
     async with client_for(sandbox) as client:
         created = await sync_audience(
             client, write_export(tmp_path / "a.txt", ids), name="busyday",
-            **options(tmp_path, sandbox),
+            **sync_options(tmp_path, sandbox),
         )  # fmt: skip
         aid = created.audience_id
         assert aid is not None
@@ -261,7 +226,7 @@ async def test_quota_used_up_elsewhere_pauses_at_once_on_tiktoks_answer(
         with pytest.raises(Paused, match="quota") as paused:
             await sync_audience(
                 client, write_export(tmp_path / "b.txt", maids(10, 100)), audience_id=aid,
-                action="append", **options(tmp_path, sandbox),
+                action="append", **sync_options(tmp_path, sandbox),
             )  # fmt: skip
     assert paused.value.pending["operations"][0]["action"] == "APPEND"
     assert counts(sandbox)[UPDATE] == 1
@@ -273,7 +238,7 @@ async def test_a_running_operation_longer_than_max_wait_pauses_the_job(
     ids = maids(11, 1500)
     export = write_export(tmp_path / "slow.txt", ids, noise=False)
     async with sandbox_factory(operation_seconds=3600) as sandbox, client_for(sandbox) as client:
-        opts = options(tmp_path, sandbox, max_file_bytes=100 * LINE, paths_per_call=5)
+        opts = sync_options(tmp_path, sandbox, max_file_bytes=100 * DIGEST_LINE, paths_per_call=5)
         with pytest.raises(Paused, match="still running") as paused:
             await sync_audience(client, export, name="slow", **opts | {"max_wait": 0.2})
         assert [o["action"] for o in paused.value.pending["operations"]] == ["APPEND", "APPEND"]
@@ -285,7 +250,7 @@ async def test_a_running_operation_longer_than_max_wait_pauses_the_job(
         done = await sync_audience(client, export, name="slow", **opts | {"max_wait": 0.1})
         assert done.resumed and done.audience_id is not None
         sandbox.clock.advance(3600)
-        assert set(sandbox.members(done.audience_id)) == digests(ids)
+        assert set(sandbox.members(done.audience_id)) == maid_digests(ids)
     assert len(audiences_named(sandbox, "slow")) == 1
 
 
@@ -295,13 +260,13 @@ async def test_a_second_replace_on_one_day_pauses_before_sending_and_runs_the_ne
     async with client_for(sandbox) as client:
         created = await sync_audience(
             client, write_export(tmp_path / "a.txt", maids(28, 1500)), name="daily",
-            **options(tmp_path, sandbox),
+            **sync_options(tmp_path, sandbox),
         )  # fmt: skip
         aid = created.audience_id
         assert aid is not None
         for n, seed in enumerate((29, 30)):
             export = write_export(tmp_path / f"r{n}.txt", maids(seed, 1200))
-            kwargs = options(tmp_path, sandbox) | {"audience_id": aid, "action": "replace"}
+            kwargs = sync_options(tmp_path, sandbox) | {"audience_id": aid, "action": "replace"}
             if n == 0:
                 await sync_audience(client, export, **kwargs)
                 continue
@@ -316,7 +281,7 @@ async def test_a_second_replace_on_one_day_pauses_before_sending_and_runs_the_ne
             done = await sync_audience(client, export, **kwargs)
             assert done.resumed
         members = await settled_members(sandbox, client, aid)
-    assert members == digests(maids(30, 1200))
+    assert members == maid_digests(maids(30, 1200))
 
 
 async def test_replace_below_the_member_floor_is_refused_before_any_operation(
@@ -325,22 +290,23 @@ async def test_replace_below_the_member_floor_is_refused_before_any_operation(
     async with client_for(sandbox) as client:
         created = await sync_audience(
             client, write_export(tmp_path / "a.txt", maids(12, 1500)), name="floor",
-            **options(tmp_path, sandbox),
+            **sync_options(tmp_path, sandbox),
         )  # fmt: skip
         assert created.audience_id is not None
         with pytest.raises(UsageError, match="1,000"):
             await sync_audience(
                 client, write_export(tmp_path / "b.txt", maids(13, 900)),
-                audience_id=created.audience_id, action="replace", **options(tmp_path, sandbox),
+                audience_id=created.audience_id, action="replace",
+                **sync_options(tmp_path, sandbox),
             )  # fmt: skip
         assert counts(sandbox).get(UPDATE, 0) == 0
         # Nothing was sent, so the corrected input starts afresh (no InputChangedError).
         fixed = await sync_audience(
             client, write_export(tmp_path / "b.txt", maids(13, 1100)),
-            audience_id=created.audience_id, action="replace", **options(tmp_path, sandbox),
+            audience_id=created.audience_id, action="replace", **sync_options(tmp_path, sandbox),
         )  # fmt: skip
         members = await settled_members(sandbox, client, created.audience_id)
-    assert not fixed.resumed and members == digests(maids(13, 1100))
+    assert not fixed.resumed and members == maid_digests(maids(13, 1100))
 
 
 # -- resume ----------------------------------------------------------------------------------
@@ -351,9 +317,9 @@ async def test_rerun_of_a_finished_job_sends_nothing_and_returns_its_result(
 ) -> None:
     export = write_export(tmp_path / "once.txt", maids(14, 1000))
     async with client_for(sandbox) as client:
-        first = await sync_audience(client, export, name="once", **options(tmp_path, sandbox))
+        first = await sync_audience(client, export, name="once", **sync_options(tmp_path, sandbox))
         before = counts(sandbox)
-        again = await sync_audience(client, export, name="once", **options(tmp_path, sandbox))
+        again = await sync_audience(client, export, name="once", **sync_options(tmp_path, sandbox))
     assert counts(sandbox) == before
     assert again.resumed and not first.resumed
     assert again.audience_id == first.audience_id and again.file_paths == first.file_paths
@@ -366,7 +332,7 @@ async def test_rerun_after_cancel_mid_upload_uploads_no_part_twice_and_creates_o
 ) -> None:
     ids = maids(15, 4000)
     export = write_export(tmp_path / "big.txt", ids)
-    opts = options(tmp_path, sandbox, max_file_bytes=50 * LINE)
+    opts = sync_options(tmp_path, sandbox, max_file_bytes=50 * DIGEST_LINE)
     uploaded: list[str] = []
     async with client_for(sandbox) as client:
         task: asyncio.Task[SyncResult] | None = None
@@ -397,7 +363,7 @@ async def test_rerun_after_cancel_mid_upload_uploads_no_part_twice_and_creates_o
     assert result.resumed and result.parts == 80
     assert sum(1 for e in reused if e.reused) == journaled
     assert counts(sandbox)[UPLOAD] - first_uploads == 80 - journaled
-    assert members == digests(ids)
+    assert members == maid_digests(ids)
     assert audiences_named(sandbox, "crash") == [result.audience_id]
 
 
@@ -405,7 +371,7 @@ async def test_create_intent_without_result_is_reconciled_instead_of_creating_ag
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     export = write_export(tmp_path / "lost.txt", maids(16, 1500))
-    opts = options(tmp_path, sandbox, paths_per_call=3)
+    opts = sync_options(tmp_path, sandbox, paths_per_call=3)
     async with client_for(sandbox) as client:
         with pytest.raises(Paused):
             await sync_audience(client, export, name="lost", **opts | {"max_wait": 0.0})
@@ -425,14 +391,14 @@ async def test_create_intent_without_result_is_reconciled_instead_of_creating_ag
     assert result.audience_id == audience_id and result.resumed
     assert audiences_named(sandbox, "lost") == [audience_id]
     assert counts(sandbox)[CREATE] == 1
-    assert members == digests(maids(16, 1500))
+    assert members == maid_digests(maids(16, 1500))
 
 
 async def test_changed_input_refuses_to_resume_until_restart(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     export = write_export(tmp_path / "changing.txt", maids(17, 1200))
-    opts = options(tmp_path, sandbox, paths_per_call=2, max_file_bytes=300 * LINE)
+    opts = sync_options(tmp_path, sandbox, paths_per_call=2, max_file_bytes=300 * DIGEST_LINE)
     async with client_for(sandbox) as client:
         with pytest.raises(Paused):
             await sync_audience(client, export, name="changing", **opts | {"max_wait": 0.0})
@@ -442,7 +408,7 @@ async def test_changed_input_refuses_to_resume_until_restart(
         result = await sync_audience(client, export, name="changing", restart=True, **opts)
         assert result.audience_id is not None and not result.resumed
         members = await settled_members(sandbox, client, result.audience_id)
-    assert members == digests(maids(18, 1300))
+    assert members == maid_digests(maids(18, 1300))
 
 
 # -- dry run and the library face ------------------------------------------------------------
@@ -452,7 +418,7 @@ async def test_dry_run_sends_nothing_but_reads_and_leaves_no_progress(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     export = write_export(tmp_path / "plan.txt", maids(19, 2000))
-    opts = options(tmp_path, sandbox, paths_per_call=4)
+    opts = sync_options(tmp_path, sandbox, paths_per_call=4)
     async with client_for(sandbox) as client:
         planned = await sync_audience(client, export, name="plan", dry_run=True, **opts)
         assert set(counts(sandbox)) <= READS
@@ -485,7 +451,9 @@ async def test_library_runs_in_the_callers_loop_with_the_callers_session_left_op
             sandbox.issue_token(), api_base=sandbox.api_base, session=session,
             retry=RetryPolicy(wait=False),
         ) as client:  # fmt: skip
-            result = await sync_audience(client, export, name="lib", **options(tmp_path, sandbox))
+            result = await sync_audience(
+                client, export, name="lib", **sync_options(tmp_path, sandbox)
+            )
         assert not session.closed
         async with session.get(f"{sandbox.api_base}/_sandbox/state") as answer:
             assert answer.status == 200
@@ -497,13 +465,13 @@ async def test_bad_usage_is_refused_before_any_request(sandbox: Sandbox, tmp_pat
     async with client_for(sandbox) as client:
         with pytest.raises(UsageError, match="--action must be one of"):
             await sync_audience(
-                client, export, name="m", action="merge", **options(tmp_path, sandbox)
+                client, export, name="m", action="merge", **sync_options(tmp_path, sandbox)
             )
         with pytest.raises(UsageError, match="needs --action"):
-            await sync_audience(client, export, audience_id="1", **options(tmp_path, sandbox))
+            await sync_audience(client, export, audience_id="1", **sync_options(tmp_path, sandbox))
         with pytest.raises(UsageError, match="paths_per_call"):
             await sync_audience(
-                client, export, name="m", paths_per_call=501, **options(tmp_path, sandbox)
+                client, export, name="m", paths_per_call=501, **sync_options(tmp_path, sandbox)
             )
     assert counts(sandbox) == {}
 
@@ -513,7 +481,7 @@ async def test_update_intents_without_result_are_settled_from_the_audience_histo
 ) -> None:
     ids = maids(22, 1500)
     export = write_export(tmp_path / "hist.txt", ids, noise=False)
-    opts = options(tmp_path, sandbox, paths_per_call=5, max_file_bytes=100 * LINE)
+    opts = sync_options(tmp_path, sandbox, paths_per_call=5, max_file_bytes=100 * DIGEST_LINE)
     journal = tmp_path / "state" / JOURNAL_FILENAME
     async with client_for(sandbox) as client:
         with pytest.raises(Paused):
@@ -544,7 +512,7 @@ async def test_update_intents_without_result_are_settled_from_the_audience_histo
         again = await sync_audience(client, export, name="hist", **opts)
     assert again.resumed and again.audience_id == result.audience_id
     assert counts(sandbox)[UPDATE] == 2, "the APPEND found in the history was not sent again"
-    assert members == digests(ids)
+    assert members == maid_digests(ids)
 
 
 async def test_expired_file_paths_are_uploaded_again_and_only_those(
@@ -553,7 +521,7 @@ async def test_expired_file_paths_are_uploaded_again_and_only_those(
     ids = maids(23, 1500)
     export = write_export(tmp_path / "ttl.txt", ids, noise=False)
     async with sandbox_factory(file_ttl_seconds=600) as sandbox, client_for(sandbox) as client:
-        opts = options(tmp_path, sandbox, paths_per_call=5, max_file_bytes=100 * LINE)
+        opts = sync_options(tmp_path, sandbox, paths_per_call=5, max_file_bytes=100 * DIGEST_LINE)
         with pytest.raises(Paused):
             await sync_audience(client, export, name="ttl", **opts | {"max_wait": 0.0})
         uploads = counts(sandbox)[UPLOAD]
@@ -563,25 +531,25 @@ async def test_expired_file_paths_are_uploaded_again_and_only_those(
         members = await settled_members(sandbox, client, result.audience_id)
     assert uploads == 15
     assert counts(sandbox)[UPLOAD] - uploads == 10, "the 10 parts of the 2 APPENDs, again"
-    assert members == digests(ids)
+    assert members == maid_digests(ids)
 
 
 async def test_an_advertiser_with_400_audiences_is_refused_before_any_upload(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     seed = tmp_path / "seed.txt"
-    seed.write_text("".join(f"{d}\n" for d in sorted(digests(maids(24, 10)))))
+    seed.write_text("".join(f"{d}\n" for d in sorted(maid_digests(maids(24, 10)))))
     async with client_for(sandbox) as client:
-        uploaded = await client.upload_file(ADVERTISER, seed, "FIRST_SHA256")
+        uploaded = await client.upload_file(ADVERTISER_ID, seed, "FIRST_SHA256")
         for i in range(400):
             sandbox.state.create(
-                advertiser_id=ADVERTISER, name=f"a{i}", file_paths=[uploaded.file_path],
+                advertiser_id=ADVERTISER_ID, name=f"a{i}", file_paths=[uploaded.file_path],
                 calculate_type="FIRST_SHA256", sub_type=None, retention_in_days=None,
             )  # fmt: skip
         with pytest.raises(UsageError, match="400 audiences"):
             await sync_audience(
                 client, write_export(tmp_path / "x.txt", maids(25, 1000)), name="one too many",
-                **options(tmp_path, sandbox),
+                **sync_options(tmp_path, sandbox),
             )  # fmt: skip
     assert counts(sandbox)[UPLOAD] == 1 and CREATE not in counts(sandbox)
 
@@ -596,7 +564,7 @@ async def test_corrupt_journal_is_a_state_error_before_any_request(
         with pytest.raises(StateError, match="corrupt"):
             await sync_audience(
                 client, write_export(tmp_path / "x.txt", maids(26, 10)), name="n",
-                **options(tmp_path, sandbox),
+                **sync_options(tmp_path, sandbox),
             )  # fmt: skip
     assert counts(sandbox) == {}
 
@@ -618,14 +586,14 @@ async def test_a_create_whose_answer_was_lost_is_looked_up_then_sent_again_once(
                     sandbox.set_faults(FaultConfig())
 
         result = await sync_audience(
-            client, export, name="dropped", reporter=reporter, **options(tmp_path, sandbox)
+            client, export, name="dropped", reporter=reporter, **sync_options(tmp_path, sandbox)
         )
         assert result.audience_id is not None
         members = await settled_members(sandbox, client, result.audience_id)
         assert sandbox.fault_counts()["drop"] == 1
     assert counts(sandbox)[CREATE] == 2 and creates == 2
     assert audiences_named(sandbox, "dropped") == [result.audience_id]
-    assert members == digests(ids)
+    assert members == maid_digests(ids)
     db = sqlite3.connect(tmp_path / "state" / JOURNAL_FILENAME)
     outcomes = [r[0] for r in db.execute("SELECT outcome FROM operations ORDER BY id")]
     db.close()

@@ -73,6 +73,25 @@ async def _serve(
     help="Smallest audience an update may leave.",
 )
 @click.option("--seed", type=int, default=None, help="Seed of audience IDs and file paths.")
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(0.0, 600_000.0),
+    default=0.0,
+    show_default=True,
+    help="Answer every API request no sooner than this (a wide-area round trip).",
+)
+@click.option(
+    "--upload-mb-per-s",
+    type=click.FloatRange(0.01),
+    default=None,
+    help="Read each upload at most this fast, in MB/s (one TCP stream's speed). Default: no cap.",
+)
+@click.option(
+    "--link-mb-per-s",
+    type=click.FloatRange(0.01),
+    default=None,
+    help="Read all uploads together at most this fast, in MB/s (the uplink). Default: no cap.",
+)
 @click.option("--rate-limit", type=_PROBABILITY, default=0.0, help="Probability of a 40100.")
 @click.option("--server-error", type=_PROBABILITY, default=0.0, help="Probability of a 50002.")
 @click.option("--http-503", type=_PROBABILITY, default=0.0, help="Probability of an HTTP 503.")
@@ -89,6 +108,9 @@ def sandbox_command(
     operation_seconds: float,
     min_members: int,
     seed: int | None,
+    latency_ms: float,
+    upload_mb_per_s: float | None,
+    link_mb_per_s: float | None,
     rate_limit: float,
     server_error: float,
     http_503: float,
@@ -99,7 +121,14 @@ def sandbox_command(
     as_json: bool,
 ) -> None:
     """Serve the TikTok emulator; print its base URL and a ready access token."""
-    config = SandboxConfig(operation_seconds=operation_seconds, min_members=min_members, seed=seed)
+    config = SandboxConfig(
+        operation_seconds=operation_seconds,
+        min_members=min_members,
+        seed=seed,
+        latency_seconds=latency_ms / 1000.0,
+        upload_bytes_per_second=None if upload_mb_per_s is None else upload_mb_per_s * 1e6,
+        link_bytes_per_second=None if link_mb_per_s is None else link_mb_per_s * 1e6,
+    )
     faults = FaultConfig(
         rate_limit=rate_limit,
         server_error=server_error,

@@ -111,9 +111,9 @@ def _check_target(name: str | None, audience_id: str | None, action: str | None)
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 64),
-    default=4,
+    default=8,
     show_default=True,
-    help="Uploads in flight.",
+    help="Uploads in flight (each streams from disk: memory does not grow with it).",
 )
 @click.option(
     "--paths-per-call",

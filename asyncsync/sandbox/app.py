@@ -46,6 +46,48 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SANDBOX_KEY: web.AppKey[Sandbox] = web.AppKey("sandbox")
 
 
+class _Link:
+    """Paces upload bodies like a wide-area link: each upload at most ``per_upload`` bytes a
+    second, all uploads together at most ``total`` (either None: no cap).
+
+    Reading stops while a chunk's time on the link has not passed, so TCP pushes back on the
+    sender exactly as a slow path would. Time not used is not saved up: a stalled sender does not
+    earn a burst afterwards.
+    """
+
+    def __init__(self, per_upload: float | None, total: float | None) -> None:
+        self.per_upload = per_upload
+        self.total = total
+        self._total_free = 0.0
+
+    @property
+    def paced(self) -> bool:
+        return self.per_upload is not None or self.total is not None
+
+    def stream(self) -> _Stream:
+        return _Stream(self)
+
+
+class _Stream:
+    def __init__(self, link: _Link) -> None:
+        self._link = link
+        self._free = 0.0
+
+    async def take(self, nbytes: int) -> None:
+        """Wait until ``nbytes`` more bytes of this upload have crossed the link."""
+        link = self._link
+        now = asyncio.get_running_loop().time()
+        due = now
+        if link.per_upload is not None:
+            self._free = max(self._free, now) + nbytes / link.per_upload
+            due = self._free
+        if link.total is not None:
+            link._total_free = max(link._total_free, now) + nbytes / link.total
+            due = max(due, link._total_free)
+        if due > now:
+            await asyncio.sleep(due - now)
+
+
 class _Lifecycle(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
@@ -168,8 +210,11 @@ class _Api:
                         raise bad("only one file may be uploaded per request")
                     filename = part.filename or ""
                     spool = self.sb._spool_path()
+                    pace = self.sb._link.stream() if self.sb._link.paced else None
                     with spool.open("wb") as out:
                         while chunk := await part.read_chunk(_CHUNK):
+                            if pace is not None:
+                                await pace.take(len(chunk))
                             size += len(chunk)
                             if size > self.sb.config.max_file_bytes:
                                 too_big = True  # drain the rest so the answer is readable
@@ -439,6 +484,8 @@ def build_app(sb: Sandbox) -> web.Application:
         if not path.startswith("/open_api/"):
             return await handler(request)
         sb._requests[path] += 1
+        if sb.config.latency_seconds:
+            await asyncio.sleep(sb.config.latency_seconds)
         slow, fault = sb._injector.draw(path)
         if slow:
             await asyncio.sleep(sb._injector.config.slow_seconds)
@@ -516,6 +563,7 @@ class Sandbox:
         self.clock = SandboxClock()
         self.state = SandboxState(self.config, self.clock)
         self._injector = FaultInjector(faults if faults is not None else FaultConfig())
+        self._link = _Link(self.config.upload_bytes_per_second, self.config.link_bytes_per_second)
         self._requests: Counter[str] = Counter()
         self._given_spool = Path(spool_dir) if spool_dir is not None else None
         self._spool: Path | None = None

@@ -109,6 +109,12 @@ class SandboxConfig:
     - ``auth_code_ttl``: how long an OAuth auth_code stays valid (it is single-use as well).
     - ``page_size_max``: largest ``page_size`` of list.
     - ``seed``: seeds the generator of IDs and file paths (``None``: unpredictable).
+    - ``latency_seconds``: every API request is answered no sooner than this after it arrived
+      (a wide-area round trip plus TikTok's own handling; 0: loopback speed).
+    - ``upload_bytes_per_second``: each upload's body is read at most this fast, as one TCP
+      stream over a long path is (``None``: no cap).
+    - ``link_bytes_per_second``: all uploads in flight together are read at most this fast, as
+      the uplink of the machine that sends them is (``None``: no cap).
 
     Worst-case memory: 32 bytes per digest of every live uploaded file (16 for MD5 types), plus
     about 100 bytes per member of every audience (a Python set of 32-byte strings); an upload in
@@ -125,6 +131,9 @@ class SandboxConfig:
     auth_code_ttl: float = float(AUTH_CODE_TTL_SECONDS)
     page_size_max: int = MAX_LIST_PAGE_SIZE
     seed: int | None = None
+    latency_seconds: float = 0.0
+    upload_bytes_per_second: float | None = None
+    link_bytes_per_second: float | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -140,6 +149,10 @@ class SandboxConfig:
         need(0 < self.file_ttl_seconds, "file_ttl_seconds must be positive")
         need(0 < self.auth_code_ttl, "auth_code_ttl must be positive")
         need(1 <= self.page_size_max <= 1000, "page_size_max must be in [1, 1000]")
+        need(0.0 <= self.latency_seconds <= 600.0, "latency_seconds must be in [0, 600]")
+        for name in ("upload_bytes_per_second", "link_bytes_per_second"):
+            rate = getattr(self, name)
+            need(rate is None or rate >= 1024.0, f"{name} must be None or >= 1024")
 
 
 class SandboxClock:
@@ -175,6 +188,19 @@ _DIGEST_RE: dict[int, re.Pattern[bytes]] = {
 }
 
 
+def _exact_lines(body: bytes, count: int, hex_length: int) -> bytes | None:
+    """The digests of ``body`` when it is ``count`` lines of exactly ``hex_length`` hex digits
+    each (the shape every well-made file has), else None: the regex then decides line by line.
+    """
+    width = hex_length + 1
+    if len(body) != count * width or body[hex_length::width] != b"\n" * count:
+        return None
+    try:
+        return binascii.unhexlify(body.replace(b"\n", b""))
+    except binascii.Error:  # a non-hex character somewhere: not the fast shape
+        return None
+
+
 def parse_digests(path: Path, hex_length: int) -> tuple[bytes, int]:
     """Read ``path`` in blocks; return (binary digests concatenated, number of lines).
 
@@ -198,7 +224,12 @@ def parse_digests(path: Path, hex_length: int) -> tuple[bytes, int]:
                 continue
             tail = block[cut + 1 :]
             body = block[: cut + 1]
-            lines += body.count(b"\n")
+            count = body.count(b"\n")
+            lines += count
+            fast = _exact_lines(body, count, hex_length)
+            if fast is not None:
+                out.append(fast)
+                continue
             found = pattern.findall(body)
             if found:
                 out.append(binascii.unhexlify(b"".join(found)))

@@ -13,14 +13,9 @@ Prints one JSON object on stdout.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
-import time
-from pathlib import Path
 from typing import Any
 
-import uvloop
+from common import Part, main, upload_parts
 
 from asyncsync.tiktok.client import TikTokClient
 
@@ -28,25 +23,15 @@ from asyncsync.tiktok.client import TikTokClient
 async def run(args: argparse.Namespace, token: str, manifest: dict[str, Any]) -> dict[str, Any]:
     ct = manifest["calculate_type"]
     parts = manifest["parts"]
-    file_paths: list[str] = [""] * len(parts)
     async with TikTokClient(token, api_base=args.api_base) as client:
-        sem = asyncio.Semaphore(args.concurrency)
 
-        async def one(index: int, part: dict[str, Any]) -> None:
-            try:
-                uploaded = await client.upload_file(
-                    args.advertiser_id, args.parts / part["file"], ct, md5=part["md5"]
-                )
-            finally:
-                sem.release()
-            file_paths[index] = uploaded.file_path
+        async def upload(part: Part) -> str:
+            uploaded = await client.upload_file(
+                args.advertiser_id, args.parts / part["file"], ct, md5=part["md5"]
+            )
+            return uploaded.file_path
 
-        start = time.perf_counter()
-        async with asyncio.TaskGroup() as tg:
-            for index, part in enumerate(parts):
-                await sem.acquire()
-                tg.create_task(one(index, part))
-        upload_s = time.perf_counter() - start
+        file_paths, upload_s = await upload_parts(parts, args.concurrency, upload)
         audience_id = await client.create_audience(args.advertiser_id, args.name, file_paths, ct)
         return {
             "audience_id": audience_id,
@@ -58,19 +43,5 @@ async def run(args: argparse.Namespace, token: str, manifest: dict[str, Any]) ->
         }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", type=Path, required=True)
-    parser.add_argument("--api-base", required=True)
-    parser.add_argument("--advertiser-id", required=True)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--concurrency", type=int, default=4)
-    args = parser.parse_args()
-    token = os.environ["TIKTOK_ACCESS_TOKEN"]
-    manifest: dict[str, Any] = json.loads((args.parts / "manifest.json").read_text())
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        print(json.dumps(runner.run(run(args, token, manifest))))
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, run)

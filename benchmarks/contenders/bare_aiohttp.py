@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import time
 from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
-import uvloop
+from common import Part, main, upload_parts
 
 UPLOAD = "/open_api/v1.3/dmp/custom_audience/file/upload/"
 CREATE = "/open_api/v1.3/dmp/custom_audience/create/"
@@ -45,32 +42,22 @@ async def post(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> dict[
 async def run(args: argparse.Namespace, token: str, manifest: dict[str, Any]) -> dict[str, Any]:
     ct = manifest["calculate_type"]
     parts = manifest["parts"]
-    file_paths: list[str] = [""] * len(parts)
     headers = {"Access-Token": token}
     async with aiohttp.ClientSession(headers=headers) as session:
-        sem = asyncio.Semaphore(args.concurrency)
 
-        async def one(index: int, part: dict[str, Any]) -> None:
-            try:
-                path = args.parts / part["file"]
-                handle = await asyncio.to_thread(open_file, path)
-                with handle:
-                    form = aiohttp.FormData()
-                    form.add_field("advertiser_id", args.advertiser_id)
-                    form.add_field("file_signature", part["md5"])
-                    form.add_field("calculate_type", ct)
-                    form.add_field("file", handle, filename=path.name, content_type="text/plain")
-                    data = await post(session, args.api_base + UPLOAD, data=form)
-            finally:
-                sem.release()
-            file_paths[index] = str(data["file_path"])
+        async def upload(part: Part) -> str:
+            path = args.parts / part["file"]
+            handle = await asyncio.to_thread(open_file, path)
+            with handle:
+                form = aiohttp.FormData()
+                form.add_field("advertiser_id", args.advertiser_id)
+                form.add_field("file_signature", part["md5"])
+                form.add_field("calculate_type", ct)
+                form.add_field("file", handle, filename=path.name, content_type="text/plain")
+                data = await post(session, args.api_base + UPLOAD, data=form)
+            return str(data["file_path"])
 
-        start = time.perf_counter()
-        async with asyncio.TaskGroup() as tg:
-            for index, part in enumerate(parts):
-                await sem.acquire()
-                tg.create_task(one(index, part))
-        upload_s = time.perf_counter() - start
+        file_paths, upload_s = await upload_parts(parts, args.concurrency, upload)
         body = {
             "advertiser_id": args.advertiser_id,
             "custom_audience_name": args.name,
@@ -87,19 +74,5 @@ async def run(args: argparse.Namespace, token: str, manifest: dict[str, Any]) ->
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", type=Path, required=True)
-    parser.add_argument("--api-base", required=True)
-    parser.add_argument("--advertiser-id", required=True)
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--concurrency", type=int, default=4)
-    args = parser.parse_args()
-    token = os.environ["TIKTOK_ACCESS_TOKEN"]
-    manifest: dict[str, Any] = json.loads((args.parts / "manifest.json").read_text())
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        print(json.dumps(runner.run(run(args, token, manifest))))
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__, run)

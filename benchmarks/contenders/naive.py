@@ -21,8 +21,6 @@ import json
 import os
 import re
 import time
-import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +67,13 @@ def split(path: Path, work: Path, max_bytes: int) -> list[Path]:
     return parts
 
 
+# The HTTP modules are imported where they are used: bench_prepare.py times hash_lines in a
+# process of its own, and that figure should not include loading an HTTP stack it never uses.
+
+
 def post(url: str, token: str, body: bytes, content_type: str) -> dict[str, Any]:
+    import urllib.request
+
     request = urllib.request.Request(
         url, data=body, headers={"Access-Token": token, "Content-Type": content_type}
     )
@@ -82,6 +86,8 @@ def post(url: str, token: str, body: bytes, content_type: str) -> dict[str, Any]
 
 
 def upload(api_base: str, token: str, advertiser_id: str, part: Path) -> str:
+    import uuid
+
     content = part.read_bytes()
     fields = {
         "advertiser_id": advertiser_id,
