@@ -297,6 +297,10 @@ def _sdk(ctx: Context, work: Path, name: str) -> list[str]:
     return [sys.executable, script, "--parts", str(ctx.parts), *_api(ctx, name)]
 
 
+def _sdk_threads(ctx: Context, work: Path, name: str) -> list[str]:
+    return [*_sdk(ctx, work, name), "--threads", str(ctx.concurrency)]
+
+
 def _prepare(ctx: Context, work: Path, name: str) -> list[str]:
     out = ["prepare", str(ctx.src), "-o", str(work / "parts"), "--json"]
     return _asyncsync(*out, "--max-file-bytes", str(ctx.part_bytes), *_workers(ctx))
@@ -327,6 +331,9 @@ ALL: tuple[Contender, ...] = (
     Contender("upload", "asyncsync upload + create", True, False, _upload),
     Contender("sync", "asyncsync sync (end to end)", True, True, _sync),
     Contender("aiohttp", "bare aiohttp upload + create", True, False, _aiohttp),
+    Contender(
+        "sdk-threads", "official SDK, pool patched to {n} threads", True, False, _sdk_threads
+    ),
 )
 BY_KEY = {c.key: c for c in ALL}
 
@@ -843,7 +850,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for contender in contenders:
             result["contenders"][contender.key] = {
                 "key": contender.key,
-                "label": contender.label,
+                "label": contender.label.format(n=args.concurrency),
                 "runs": runs[contender.key],
                 "median": medians(runs[contender.key]),
             }
@@ -883,7 +890,7 @@ def big_parts(
     """The SDK and asyncsync's upload on the regular parts (medians above) and once on parts
     of ``part_bytes``: how each one's peak RSS follows the part size."""
     out: list[dict[str, Any]] = []
-    keys = [c.key for c in contenders if c.key in ("sdk", "upload")]
+    keys = [c.key for c in contenders if c.key in ("sdk", "sdk-threads", "upload")]
     if not keys:
         return out
     regular = bench.ctx.part_bytes
@@ -893,7 +900,7 @@ def big_parts(
             out.append(
                 {
                     "key": key,
-                    "label": BY_KEY[key].label,
+                    "label": BY_KEY[key].label.format(n=bench.ctx.concurrency),
                     "part_mb": regular / MB,
                     "peak_rss_mb": med["peak_rss_mb"],
                     "mb_per_s": med["mb_per_s"],
@@ -910,7 +917,7 @@ def big_parts(
             out.append(
                 {
                     "key": key,
-                    "label": BY_KEY[key].label,
+                    "label": BY_KEY[key].label.format(n=bench.ctx.concurrency),
                     "part_mb": largest / MB,
                     "peak_rss_mb": run["peak_rss_mb"],
                     "mb_per_s": run["mb_per_s"],

@@ -149,6 +149,22 @@ def test_plain_http_on_loopback_is_accepted_for_a_sandbox() -> None:
     assert check_api_base("https://business-api.tiktok.com/") == "https://business-api.tiktok.com"
 
 
+@pytest.mark.parametrize(
+    "base", ["http://example.com", "http://10.0.0.1:8080", "http://127.0.0.1.example.com"]
+)
+def test_the_library_client_refuses_plain_http_to_a_non_loopback_host(base: str) -> None:
+    with pytest.raises(AsyncSyncError, match="plain http on a non-loopback host") as caught:
+        TikTokClient(TOKEN, api_base=base)
+    assert TOKEN not in str(caught.value)
+
+
+def test_the_library_client_takes_plain_http_elsewhere_only_when_told_to() -> None:
+    client = TikTokClient(TOKEN, api_base="http://sandbox.internal:8080/", allow_plain_http=True)
+    assert client.api_base == "http://sandbox.internal:8080"
+    with pytest.raises(AsyncSyncError, match="must be an https:// URL"):
+        TikTokClient(TOKEN, api_base="ftp://sandbox.internal", allow_plain_http=True)
+
+
 @pytest.fixture(scope="module")
 def self_signed(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
     openssl = shutil.which("openssl")

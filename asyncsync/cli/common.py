@@ -164,41 +164,12 @@ def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:
 AsyncCommand = Callable[..., Awaitable[Any]]
 
 
-LOOPBACK_HOSTS = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
-
-
 def check_api_base(url: str) -> str:
-    """``url`` without its trailing slash, when it is a safe API base.
+    """``url`` without its trailing slash, when it is a safe ``--api-base`` (https, or plain
+    http on loopback only). Raises ``UsageError``."""
+    from asyncsync.tiktok.wire import check_api_base as check
 
-    ``https://`` is taken as is (TLS verification is always on); ``http://`` only when the host is
-    loopback (a local sandbox), since the token travels in a header. Raises ``UsageError``.
-    """
-    import ipaddress
-    from urllib.parse import urlsplit
-
-    from asyncsync.errors import UsageError
-
-    try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname or ""
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise UsageError(f"--api-base {url!r} is not a URL") from None
-    if parts.scheme not in ("http", "https") or not host:
-        raise UsageError(f"--api-base {url!r} must be an https:// URL")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise UsageError("--api-base must not hold credentials, a query or a fragment")
-    if parts.scheme == "http":
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = host.lower() in LOOPBACK_HOSTS
-        if not loopback:
-            raise UsageError(
-                f"--api-base {url!r} uses plain http on a non-loopback host; use https:// "
-                "(plain http is allowed only for a local sandbox on 127.0.0.1 or ::1)"
-            )
-    return url.strip().rstrip("/")
+    return check(url, name="--api-base")
 
 
 def api_options(func: Callable[..., Any]) -> Callable[..., Any]:

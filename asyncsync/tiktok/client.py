@@ -166,6 +166,10 @@ class TikTokClient:
     codes, :class:`TransportError` / :class:`RequestTimeout` when the exchange itself failed after
     the last attempt, :class:`OutcomeUnknownError` when a create's answer was lost. The access
     token and app secrets never appear in ``repr``, logs, exception text or URLs.
+
+    ``api_base`` must be ``https://``, or plain ``http://`` on a loopback host (a local sandbox):
+    the token travels in a header, so any other plain-http host is refused unless
+    ``allow_plain_http=True`` says the network in between is trusted.
     """
 
     def __init__(
@@ -178,11 +182,11 @@ class TikTokClient:
         retry: RetryPolicy | None = None,
         requests_per_second: float | None = DEFAULT_REQUESTS_PER_SECOND,
         reporter: Reporter = null_reporter,
+        allow_plain_http: bool = False,
     ) -> None:
         if access_token is not None and (not isinstance(access_token, str) or not access_token):
             raise UsageError("access_token must be a non-empty string (or None for OAuth calls)")
-        if not api_base.startswith(("http://", "https://")):
-            raise UsageError(f"api_base must be an http(s) URL, got {api_base!r}")
+        api_base = wire.check_api_base(api_base, allow_plain_http=allow_plain_http)
         if not timeout > 0:
             raise UsageError(f"timeout must be positive, got {timeout!r}")
         if requests_per_second is not None and not requests_per_second > 0:

@@ -107,6 +107,44 @@ FILE_EXPIRED: Final = 40910
 DUPLICATED_REQUEST: Final = 40050
 
 
+LOOPBACK_HOSTS: Final = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def check_api_base(url: str, *, name: str = "api_base", allow_plain_http: bool = False) -> str:
+    """``url`` without its trailing slash, when it is a safe API base.
+
+    ``https://`` is taken as is (TLS verification is always on); ``http://`` only when the host is
+    loopback (a local sandbox), since the access token travels in a header, unless
+    ``allow_plain_http``. ``name`` is how errors call the value. Raises ``UsageError``.
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str):
+        raise UsageError(f"{name} must be a URL string")
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise UsageError(f"{name} {url!r} is not a URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise UsageError(f"{name} {url!r} must be an https:// URL")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise UsageError(f"{name} must not hold credentials, a query or a fragment")
+    if parts.scheme == "http" and not allow_plain_http:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host.lower() in LOOPBACK_HOSTS
+        if not loopback:
+            raise UsageError(
+                f"{name} {url!r} uses plain http on a non-loopback host; use https:// "
+                "(plain http is allowed only for a local sandbox on 127.0.0.1 or ::1)"
+            )
+    return url.strip().rstrip("/")
+
+
 def url_for(api_base: str, path: str) -> str:
     """``{api_base}/open_api/v1.3/{path}/``: TikTok's paths end with a slash, and it matters."""
     return f"{api_base.rstrip('/')}{API_VERSION_PREFIX}/{path.strip('/')}/"

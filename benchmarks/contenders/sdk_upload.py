@@ -5,8 +5,12 @@ through the SDK's own thread pool (``async_req=True``), then creates the audienc
 ``dmp_custom_audience_create``. Only ``Configuration().host`` is changed (to the sandbox). The
 SDK reads each file whole into memory to build the multipart body.
 
+The SDK's pool has one thread per core and no setting to change that; ``--threads N`` swaps the
+pool for one of N threads (reaching into the SDK's ``ApiClient.pool``), to show what matching
+asyncsync's uploads in flight would cost in memory.
+
     TIKTOK_ACCESS_TOKEN=... python sdk_upload.py --parts DIR --api-base URL \
-        --advertiser-id ID --name NAME
+        --advertiser-id ID --name NAME [--threads N]
 
 Prints one JSON object on stdout.
 """
@@ -17,6 +21,7 @@ import argparse
 import json
 import os
 import time
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,7 @@ def main() -> None:
     parser.add_argument("--api-base", required=True)
     parser.add_argument("--advertiser-id", required=True)
     parser.add_argument("--name", required=True)
+    parser.add_argument("--threads", type=int, default=None, help="Swap the SDK's pool.")
     args = parser.parse_args()
     token = os.environ["TIKTOK_ACCESS_TOKEN"]
     manifest: dict[str, Any] = json.loads((args.parts / "manifest.json").read_text())
@@ -45,6 +51,10 @@ def main() -> None:
     config = business_api_client.Configuration()
     config.host = args.api_base
     api_client = business_api_client.ApiClient(config)
+    if args.threads:
+        api_client.pool.close()
+        api_client.pool.join()
+        api_client.pool = ThreadPool(args.threads)
     api = business_api_client.AudienceApi(api_client)
     start = time.perf_counter()
     pending = [
