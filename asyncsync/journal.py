@@ -221,6 +221,24 @@ def job_key(api_base: str, advertiser_id: str, target: str, action: str) -> str:
     return _dumps([api_base.rstrip("/"), advertiser_id, target, action])
 
 
+def _open_problem(path: Path, exc: sqlite3.Error) -> str:
+    """One line saying why the journal at ``path`` could not be opened, by SQLite's error."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name == "SQLITE_FULL" or name.startswith("SQLITE_IOERR"):
+        return (
+            f"cannot write the journal {path}: {exc}; is the disk full? Free space and run the "
+            "same command again (the journal is kept)"
+        )
+    if name in ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"):
+        return f"the journal {path} is not writable: {exc}"
+    if name in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+        return f"the journal {path} is locked by another process: {exc}"
+    return (
+        f"the journal {path} is corrupt or not writable: {exc} "
+        "(move it away to start with an empty journal)"
+    )
+
+
 class Journal:
     """The SQLite journal of a state directory; a context manager that closes the connection.
 
@@ -280,10 +298,7 @@ class Journal:
                 )
         except sqlite3.Error as exc:
             db.close()
-            raise StateError(
-                f"the journal {self.path} is corrupt or not writable: {exc} "
-                "(move it away to start with an empty journal)"
-            ) from exc
+            raise StateError(_open_problem(self.path, exc)) from exc
         except BaseException:
             db.close()
             raise

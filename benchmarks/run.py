@@ -390,6 +390,8 @@ class Bench:
         if report.get("upload_s"):
             run["upload_phase_s"] = round(report["upload_s"], 3)
             run["upload_phase_mb_per_s"] = round(run["bytes_uploaded"] / MB / report["upload_s"], 2)
+        if "threads" in report:
+            run["threads"] = report["threads"]
         self.check(contender, report, run)
         shutil.rmtree(work, ignore_errors=True)
         return run

@@ -18,8 +18,8 @@ pytest.importorskip("matplotlib", reason="the benchmark needs the bench extra")
 pytest.importorskip("business_api_client", reason="the benchmark needs the bench extra")
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTENDERS = ("naive", "sdk", "prepare", "upload", "sync", "aiohttp")
-UPLOADERS = ("naive", "sdk", "upload", "sync", "aiohttp")
+CONTENDERS = ("naive", "sdk", "prepare", "upload", "sync", "aiohttp", "sdk-threads")
+UPLOADERS = ("naive", "sdk", "upload", "sync", "aiohttp", "sdk-threads")
 
 
 def test_smoke_benchmark_measures_every_contender_delivering_the_same_audience(
@@ -49,6 +49,15 @@ def test_smoke_benchmark_measures_every_contender_delivering_the_same_audience(
 
     assert result["rows"] == 100_000
     assert {"cpu", "cores", "ram_gib", "python", "date"} <= result["machine"].keys()
+    assert result["link"] == {
+        "profile": "wan",
+        "latency_ms": 50.0,
+        "upload_mb_per_s": 20.0,
+        "link_mb_per_s": 125.0,
+    }
+    assert result["contenders"]["sdk-threads"]["label"] == "official SDK, pool patched to 8 threads"
+    assert result["contenders"]["sdk-threads"]["runs"][0]["threads"] == 8
+    assert result["contenders"]["sdk"]["runs"][0]["threads"] == result["machine"]["cores"]
     parts = result["parts"]
     assert parts["count"] >= 2  # 2 MB parts: the uploaders run several uploads at once
     assert 90_000 < parts["rows_written"] < parts["rows_read"] == 100_000
