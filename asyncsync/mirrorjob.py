@@ -124,6 +124,8 @@ def floor_refusal(plan: dict[str, Any], rows_of: dict[int, int]) -> str | None:
 class MirrorRun(_SyncRun):
     """One call of ``sync_audience(..., action="mirror")``."""
 
+    supersedes_changed_input = True
+
     def __init__(self, *, replace_threshold: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.replace_threshold = replace_threshold
@@ -524,6 +526,8 @@ class MirrorRun(_SyncRun):
             return base
         info = {key: plan[key] for key in RESULT_KEYS}
         info["snapshot"] = self.snapshot_outcome
+        if self.superseded_job is not None:
+            info["superseded_job"] = self.superseded_job
         return dataclasses.replace(base, mirror=info)
 
     # -- dry run ---------------------------------------------------------------------------

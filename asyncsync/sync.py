@@ -306,6 +306,12 @@ def _md5_of(path: Path) -> str:
 class _SyncRun:
     """One call of :func:`sync_audience`: the job's state between its steps."""
 
+    supersedes_changed_input = False
+    """Whether an unfinished job whose input changed is abandoned for a new one (mirror: the
+    newest export is what the audience must equal, and the snapshot's trust check sees what
+    the abandoned job sent) instead of refused with InputChangedError (append, remove,
+    replace, create: abandoning would drop the old input's unsent batches)."""
+
     def __init__(
         self,
         *,
@@ -348,6 +354,7 @@ class _SyncRun:
         )
         self.job: JobRow | None = None
         self.resumed = False
+        self.superseded_job: int | None = None
 
     # -- the job ---------------------------------------------------------------------------
 
@@ -374,13 +381,16 @@ class _SyncRun:
         job = self.journal.find_job(self.key)
         if job is None:
             return None
-        now = self.clock()
         if restart:
             if job.status != "done":
-                self.journal.set_status(job.id, "abandoned", now=now)
+                self._abandon(job)
             return None
         if job.fingerprint != self.fingerprint:
             if job.status == "done":
+                return None
+            if self.supersedes_changed_input:
+                self._abandon(job)
+                self.superseded_job = job.id
                 return None
             change = describe_change(job.fingerprint, self.fingerprint)
             raise InputChangedError(
@@ -388,6 +398,12 @@ class _SyncRun:
                 "rerun with --restart to start the job over"
             )
         return job
+
+    def _abandon(self, job: JobRow) -> None:
+        """Mark ``job`` abandoned and delete its parts (its journal rows stay: what it sent is
+        still known to later jobs)."""
+        self.journal.set_status(job.id, "abandoned", now=self.clock())
+        shutil.rmtree(self.journal.state_dir / "work" / f"job-{job.id}", ignore_errors=True)
 
     async def run(self, *, restart: bool) -> SyncResult:
         job = self._find_job(restart)

@@ -17,6 +17,7 @@ from asyncsync import SyncResult, sync_audience
 from asyncsync.cli.sync import sync_command
 from asyncsync.errors import Paused, UsageError
 from asyncsync.events import AudienceOperation, Event
+from asyncsync.journal import Journal, job_key
 from asyncsync.sandbox import Sandbox
 from asyncsync.snapshot import SnapshotStore
 from asyncsync.tiktok.client import TikTokClient
@@ -343,3 +344,63 @@ def test_cli_mirror_says_what_it_sent_and_why(tmp_path: Path) -> None:
     summary = json.loads(dry.stdout)
     assert summary["action"] == "mirror" and summary["plan"]["mode"] == "create"
     assert summary["plan"]["operations"] == [{"action": "create", "batch": 0, "file_paths": 1}]
+
+
+async def test_next_nights_export_supersedes_a_mirror_left_unfinished(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    day0 = maids(17, 2000)
+    day1 = day0[400:] + maids(18, 300)
+    day2 = day0[200:] + maids(19, 150)
+    export = tmp_path / "export.txt"  # the nightly export, overwritten in place
+    async with client_for(sandbox) as client:
+        first = await mirror(client, sandbox, tmp_path, write_export(export, day0), name="Night")
+        aid = first.audience_id
+        assert aid is not None
+        sandbox.clock.advance(DAY)
+        write_export(export, day1, 1)
+        task: asyncio.Task[SyncResult] | None = None
+
+        def crash_after_append(event: Event) -> None:
+            if isinstance(event, AudienceOperation) and event.action == "APPEND" and event.done:
+                assert task is not None
+                task.cancel()
+
+        task = asyncio.ensure_future(
+            mirror(client, sandbox, tmp_path, export, name="Night", reporter=crash_after_append)
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ops(sandbox) == ["CREATE", "APPEND"]
+        with Journal(tmp_path / "state") as journal:
+            stale = journal.find_job(
+                job_key(sandbox.api_base, ADVERTISER_ID, "name:Night", "mirror")
+            )
+        assert stale is not None and stale.status != "done"
+        stale_work = tmp_path / "state" / "work" / f"job-{stale.id}"
+        assert stale_work.is_dir()
+
+        # The next night brings a new export: no --restart needed; the half-sent diff is
+        # abandoned, and since its APPEND reached the audience the snapshot is not trusted.
+        sandbox.clock.advance(DAY)
+        write_export(export, day2, 2)
+        night2 = await mirror(client, sandbox, tmp_path, export, name="Night")
+        assert not night2.resumed and night2.audience_id == aid
+        assert night2.mirror is not None and night2.mirror["superseded_job"] == stale.id
+        assert night2.mirror["mode"] == "replace"
+        assert "changed the audience since the snapshot" in night2.mirror["reason"]
+        assert members(sandbox, aid) == maid_digests(day2)
+        assert not stale_work.exists()
+        with Journal(tmp_path / "state") as journal:
+            assert journal.get_job(stale.id).status == "abandoned"
+
+        # And the night after, only the difference travels again.
+        sandbox.clock.advance(DAY)
+        day3 = day2 + maids(20, 40)
+        night3 = await mirror(
+            client, sandbox, tmp_path, write_export(export, day3, 3), name="Night"
+        )
+        assert night3.mirror is not None and night3.mirror["mode"] == "diff"
+        assert "superseded_job" not in night3.mirror
+        assert (night3.mirror["added"], night3.mirror["removed"]) == (40, 0)
+        assert members(sandbox, aid) == maid_digests(day3)
