@@ -9,8 +9,7 @@ def test_all_lists_exactly_the_public_names_sorted() -> None:
     public = {
         name
         for name in dir(asyncsync)
-        if not name.startswith("_")
-        and not isinstance(getattr(asyncsync, name), types.ModuleType)
+        if not name.startswith("_") and not isinstance(getattr(asyncsync, name), types.ModuleType)
     } - {"annotations", "version", "importlib", "PackageNotFoundError", "TYPE_CHECKING", "Any"}
     assert set(asyncsync.__all__) - {"__version__"} == public
     assert asyncsync.__all__ == sorted(asyncsync.__all__)

@@ -158,6 +158,22 @@ def test_the_library_client_refuses_plain_http_to_a_non_loopback_host(base: str)
     assert TOKEN not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "base",
+    [
+        "ftp://user:SECRET@example.com/",
+        "https://example.com/?access_token=SECRET",
+        "http://example.com/#SECRET",
+        "http://user:SECRET@example.com:99999/",
+        "gopher://example.com/SECRET",
+    ],
+)
+def test_a_refused_api_base_never_shows_credentials_query_or_path(base: str) -> None:
+    with pytest.raises(AsyncSyncError) as caught:
+        TikTokClient(TOKEN, api_base=base)
+    assert "SECRET" not in str(caught.value)
+
+
 def test_the_library_client_takes_plain_http_elsewhere_only_when_told_to() -> None:
     client = TikTokClient(TOKEN, api_base="http://sandbox.internal:8080/", allow_plain_http=True)
     assert client.api_base == "http://sandbox.internal:8080"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import sys
 
@@ -121,6 +122,13 @@ def sandbox_command(
     as_json: bool,
 ) -> None:
     """Serve the TikTok emulator; print its base URL and a ready access token."""
+    for flag, value in (
+        ("--latency-ms", latency_ms),
+        ("--upload-mb-per-s", upload_mb_per_s),
+        ("--link-mb-per-s", link_mb_per_s),
+    ):
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{flag} must be a finite number, not {value}")
     config = SandboxConfig(
         operation_seconds=operation_seconds,
         min_members=min_members,

@@ -51,8 +51,9 @@ class _Link:
     second, all uploads together at most ``total`` (either None: no cap).
 
     Reading stops while a chunk's time on the link has not passed, so TCP pushes back on the
-    sender exactly as a slow path would. Time not used is not saved up: a stalled sender does not
-    earn a burst afterwards.
+    sender exactly as a slow path would. At most one chunk's time is saved up (what the sandbox
+    spends between reads is not lost), so a stalled sender earns no larger burst afterwards.
+    The DROP fault cuts a request off after its first chunk, unpaced.
     """
 
     def __init__(self, per_upload: float | None, total: float | None) -> None:
@@ -79,10 +80,12 @@ class _Stream:
         now = asyncio.get_running_loop().time()
         due = now
         if link.per_upload is not None:
-            self._free = max(self._free, now) + nbytes / link.per_upload
+            cost = nbytes / link.per_upload
+            self._free = max(self._free, now - cost) + cost
             due = self._free
         if link.total is not None:
-            link._total_free = max(link._total_free, now) + nbytes / link.total
+            cost = nbytes / link.total
+            link._total_free = max(link._total_free, now - cost) + cost
             due = max(due, link._total_free)
         if due > now:
             await asyncio.sleep(due - now)

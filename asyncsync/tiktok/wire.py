@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import SplitResult
 
 from asyncsync.errors import (
     AudienceBusyError,
@@ -122,16 +123,19 @@ def check_api_base(url: str, *, name: str = "api_base", allow_plain_http: bool =
 
     if not isinstance(url, str):
         raise UsageError(f"{name} must be a URL string")
+    # Errors show the scheme and host only: the rest of a bad URL may hold a secret.
     try:
         parts = urlsplit(url.strip())
         host = parts.hostname or ""
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        secret = bool(parts.username or parts.password or parts.query or parts.fragment)
+        if not secret:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        raise UsageError(f"{name} {url!r} is not a URL") from None
-    if parts.scheme not in ("http", "https") or not host:
-        raise UsageError(f"{name} {url!r} must be an https:// URL")
-    if parts.username or parts.password or parts.query or parts.fragment:
+        raise UsageError(f"{name} is not a URL (scheme://host[:port][/path])") from None
+    if secret:
         raise UsageError(f"{name} must not hold credentials, a query or a fragment")
+    if parts.scheme not in ("http", "https") or not host:
+        raise UsageError(f"{name} {_shown(parts)!r} must be an https:// URL")
     if parts.scheme == "http" and not allow_plain_http:
         try:
             loopback = ipaddress.ip_address(host).is_loopback
@@ -139,10 +143,22 @@ def check_api_base(url: str, *, name: str = "api_base", allow_plain_http: bool =
             loopback = host.lower() in LOOPBACK_HOSTS
         if not loopback:
             raise UsageError(
-                f"{name} {url!r} uses plain http on a non-loopback host; use https:// "
+                f"{name} {_shown(parts)!r} uses plain http on a non-loopback host; use https:// "
                 "(plain http is allowed only for a local sandbox on 127.0.0.1 or ::1)"
             )
     return url.strip().rstrip("/")
+
+
+def _shown(parts: SplitResult) -> str:
+    """The scheme, host and port of a URL (what an error may show of it)."""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}"
 
 
 def url_for(api_base: str, path: str) -> str:

@@ -5,7 +5,7 @@
 taken from ``PARTS/manifest.json``, then ``create_audience`` with every file_path.
 
     TIKTOK_ACCESS_TOKEN=... python asyncsync_upload.py --parts DIR --api-base URL \
-        --advertiser-id ID --name NAME [--concurrency 4]
+        --advertiser-id ID --name NAME [--concurrency 8]
 
 Prints one JSON object on stdout.
 """

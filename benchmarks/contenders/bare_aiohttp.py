@@ -6,7 +6,7 @@ limit, no journal; then the audience created with one JSON POST. The same event 
 as asyncsync's CLI.
 
     TIKTOK_ACCESS_TOKEN=... python bare_aiohttp.py --parts DIR --api-base URL \
-        --advertiser-id ID --name NAME [--concurrency 4]
+        --advertiser-id ID --name NAME [--concurrency 8]
 
 Prints one JSON object on stdout.
 """

@@ -62,7 +62,7 @@ def main(doc: str | None, run: Run) -> None:
     parser.add_argument("--api-base", required=True)
     parser.add_argument("--advertiser-id", required=True)
     parser.add_argument("--name", required=True)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     token = os.environ["TIKTOK_ACCESS_TOKEN"]
     manifest: dict[str, Any] = json.loads((args.parts / "manifest.json").read_text())

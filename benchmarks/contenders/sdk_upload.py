@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--threads", type=int, default=None, help="Swap the SDK's pool.")
     args = parser.parse_args()
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
     token = os.environ["TIKTOK_ACCESS_TOKEN"]
     manifest: dict[str, Any] = json.loads((args.parts / "manifest.json").read_text())
     ct = manifest["calculate_type"]
@@ -51,7 +53,7 @@ def main() -> None:
     config = business_api_client.Configuration()
     config.host = args.api_base
     api_client = business_api_client.ApiClient(config)
-    if args.threads:
+    if args.threads is not None:
         api_client.pool.close()
         api_client.pool.join()
         api_client.pool = ThreadPool(args.threads)
