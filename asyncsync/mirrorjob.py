@@ -141,8 +141,21 @@ class MirrorRun(_SyncRun):
 
     async def run(self, *, restart: bool) -> SyncResult:
         if self.spec.name is not None:
+            self._keep_name_of_replaced_job(restart)
             self.named_audience = await self._named_audience()
         return await super().run(restart=restart)
+
+    def _keep_name_of_replaced_job(self, restart: bool) -> None:
+        """An unfinished job about to be abandoned (``--restart``, or a new export superseding
+        it) may have created the audience and stopped before remembering its name: remember it
+        now, so the new job mirrors into that audience instead of creating a second one."""
+        if not self.resumable:
+            return
+        job = self.journal.find_job(self.key)
+        if job is None or job.status == "done" or job.audience_id is None:
+            return
+        if restart or job.fingerprint != self.fingerprint:
+            self._remember_name_of(job.audience_id)
 
     async def _named_audience(self) -> str | None:
         """The audience this tool last mirrored under the name, if it still exists."""
@@ -161,7 +174,11 @@ class MirrorRun(_SyncRun):
 
     def _remember_name(self) -> None:
         audience_id = self.current.audience_id
-        if self.spec.name is not None and audience_id is not None:
+        if audience_id is not None:
+            self._remember_name_of(audience_id)
+
+    def _remember_name_of(self, audience_id: str) -> None:
+        if self.spec.name is not None:
             self.store.remember_name(
                 self.api_base, self.spec.advertiser_id, self.spec.name, audience_id
             )

@@ -388,11 +388,21 @@ class _SyncRun:
         if job.fingerprint != self.fingerprint:
             if job.status == "done":
                 return None
-            if self.supersedes_changed_input:
+            unsettled = [
+                op
+                for op in self.journal.operations(job.id)
+                if op.outcome is None and op.kind == "create"
+            ]
+            if self.supersedes_changed_input and not unsettled:
                 self._abandon(job)
                 self.superseded_job = job.id
                 return None
             change = describe_change(job.fingerprint, self.fingerprint)
+            if unsettled:
+                change += (
+                    f"; job {job.id} sent a create whose outcome is unknown, and only a rerun "
+                    "with its own input can settle it without risking a second audience"
+                )
             raise InputChangedError(
                 f"the input changed since job {job.id} began ({change}); "
                 "rerun with --restart to start the job over"

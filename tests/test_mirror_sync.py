@@ -15,7 +15,7 @@ from conftest import ADVERTISER_ID, DIGEST_LINE, client_for, maid_digests, maids
 
 from asyncsync import SyncResult, sync_audience
 from asyncsync.cli.sync import sync_command
-from asyncsync.errors import Paused, UsageError
+from asyncsync.errors import InputChangedError, Paused, UsageError
 from asyncsync.events import AudienceOperation, Event
 from asyncsync.journal import Journal, job_key
 from asyncsync.sandbox import Sandbox
@@ -404,3 +404,67 @@ async def test_next_nights_export_supersedes_a_mirror_left_unfinished(
         assert "superseded_job" not in night3.mirror
         assert (night3.mirror["added"], night3.mirror["removed"]) == (40, 0)
         assert members(sandbox, aid) == maid_digests(day3)
+
+
+async def test_a_new_export_does_not_supersede_a_create_of_unknown_outcome(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    night1 = write_export(tmp_path / "n1.txt", maids(21, 1500))
+    night2 = write_export(tmp_path / "n2.txt", maids(22, 1500))
+    async with client_for(sandbox) as client:
+        task: asyncio.Task[SyncResult] | None = None
+
+        def cut_during_create(event: Event) -> None:
+            if isinstance(event, AudienceOperation) and event.action == "create":
+                assert task is not None
+                task.cancel()
+
+        task = asyncio.ensure_future(
+            mirror(client, sandbox, tmp_path, night1, name="Lost", reporter=cut_during_create)
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The create may or may not have reached TikTok: a new export must not start a job
+        # that could create a second audience.
+        with pytest.raises(InputChangedError, match="outcome is unknown"):
+            await mirror(client, sandbox, tmp_path, night2, name="Lost")
+        # The old input settles it (adopting the audience if it was made), then night 2 runs.
+        settled = await mirror(client, sandbox, tmp_path, night1, name="Lost")
+        assert settled.resumed
+        after = await mirror(client, sandbox, tmp_path, night2, name="Lost")
+        assert after.audience_id == settled.audience_id is not None
+        assert len(sandbox.state.audiences) == 1
+        assert members(sandbox, after.audience_id) == maid_digests(maids(22, 1500))
+
+
+async def test_a_superseded_job_that_created_the_audience_keeps_mirroring_into_it(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    export = tmp_path / "export.txt"
+    async with client_for(sandbox) as client:
+        task: asyncio.Task[SyncResult] | None = None
+
+        def crash_after_create(event: Event) -> None:
+            if isinstance(event, AudienceOperation) and event.action == "create" and event.done:
+                assert task is not None
+                task.cancel()
+
+        write_export(export, maids(23, 1500))
+        task = asyncio.ensure_future(
+            mirror(client, sandbox, tmp_path, export, name="Kept", reporter=crash_after_create)
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        (created,) = sandbox.state.audiences
+        # As if the job had stopped before writing down which audience the name mirrors into.
+        store = SnapshotStore(tmp_path / "state")
+        store.remember_name(sandbox.api_base, ADVERTISER_ID, "Kept", "1")
+        assert store.audience_for_name(sandbox.api_base, ADVERTISER_ID, "Kept") == "1"
+
+        sandbox.clock.advance(DAY)
+        day2 = maids(24, 1200)
+        night2 = await mirror(client, sandbox, tmp_path, write_export(export, day2, 1), name="Kept")
+        assert night2.audience_id == created
+        assert night2.mirror is not None and night2.mirror["mode"] == "replace"
+        assert len(sandbox.state.audiences) == 1
+        assert members(sandbox, created) == maid_digests(day2)

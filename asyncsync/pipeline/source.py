@@ -44,6 +44,8 @@ __all__ = [
 
 BOM: Final = b"\xef\xbb\xbf"
 GZIP_MAGIC: Final = b"\x1f\x8b"
+GZIP_DEFLATE: Final = b"\x08"
+"""The compression method byte after the magic: deflate is the only one gzip defines."""
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 STDIN: Final = "-"
 DELIMITERS: Final = (",", ";", "\t", "|")
@@ -263,7 +265,7 @@ def _check_one(index: int, name: str, column: str | int | None, id_type: IdType)
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror or exc})", path=name) from None
     compression = "none"
-    if magic.startswith(GZIP_MAGIC):
+    if magic.startswith(GZIP_MAGIC + GZIP_DEFLATE):
         compression = "gzip"
     elif magic == ZSTD_MAGIC:
         compression = "zstd"
