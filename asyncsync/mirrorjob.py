@@ -141,21 +141,28 @@ class MirrorRun(_SyncRun):
 
     async def run(self, *, restart: bool) -> SyncResult:
         if self.spec.name is not None:
-            self._keep_name_of_replaced_job(restart)
+            await self._settle_replaced(restart)
             self.named_audience = await self._named_audience()
+            if self.named_audience is None:
+                self.named_audience = await self._audience_of_replaced_job(restart)
         return await super().run(restart=restart)
 
-    def _keep_name_of_replaced_job(self, restart: bool) -> None:
+    async def _audience_of_replaced_job(self, restart: bool) -> str | None:
         """An unfinished job about to be abandoned (``--restart``, or a new export superseding
-        it) may have created the audience and stopped before remembering its name: remember it
-        now, so the new job mirrors into that audience instead of creating a second one."""
-        if not self.resumable:
-            return
-        job = self.journal.find_job(self.key)
-        if job is None or job.status == "done" or job.audience_id is None:
-            return
-        if restart or job.fingerprint != self.fingerprint:
-            self._remember_name_of(job.audience_id)
+        it) may have created the audience and stopped before remembering its name. When the
+        name leads to no live audience and that job's audience still exists, mirror into it
+        (and remember it) instead of creating a second one."""
+        job = self._replaced_job(restart)
+        if job is None or job.audience_id is None:
+            return None
+        try:
+            audiences = await self.client.get_audiences(self.spec.advertiser_id, [job.audience_id])
+        except BadRequestError:
+            return None
+        if not any(a.audience_id == job.audience_id for a in audiences):
+            return None
+        self._remember_name_of(job.audience_id)
+        return job.audience_id
 
     async def _named_audience(self) -> str | None:
         """The audience this tool last mirrored under the name, if it still exists."""

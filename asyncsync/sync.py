@@ -303,6 +303,12 @@ def _md5_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def _inputs_changed(old: dict[str, Any], run: _SyncRun) -> bool:
+    """Whether the input files differ between a journaled fingerprint and ``run``'s (a change
+    of options alone does not make a new export)."""
+    return old.get("inputs") != run.fingerprint.get("inputs")
+
+
 class _SyncRun:
     """One call of :func:`sync_audience`: the job's state between its steps."""
 
@@ -393,21 +399,47 @@ class _SyncRun:
                 for op in self.journal.operations(job.id)
                 if op.outcome is None and op.kind == "create"
             ]
-            if self.supersedes_changed_input and not unsettled:
+            if (
+                self.supersedes_changed_input
+                and _inputs_changed(job.fingerprint, self)
+                and not unsettled
+            ):
                 self._abandon(job)
                 self.superseded_job = job.id
                 return None
             change = describe_change(job.fingerprint, self.fingerprint)
             if unsettled:
-                change += (
-                    f"; job {job.id} sent a create whose outcome is unknown, and only a rerun "
-                    "with its own input can settle it without risking a second audience"
-                )
+                change += f"; job {job.id} sent a create whose outcome is still unknown"
             raise InputChangedError(
                 f"the input changed since job {job.id} began ({change}); "
                 "rerun with --restart to start the job over"
             )
         return job
+
+    def _replaced_job(self, restart: bool) -> JobRow | None:
+        """The unfinished job of this key that this call will abandon, if any: with
+        ``--restart``, or when its input files changed and this run supersedes such jobs."""
+        if not self.resumable:
+            return None
+        job = self.journal.find_job(self.key)
+        if job is None or job.status == "done":
+            return None
+        if restart or (self.supersedes_changed_input and _inputs_changed(job.fingerprint, self)):
+            return job
+        return None
+
+    async def _settle_replaced(self, restart: bool) -> None:
+        """Before a job is abandoned, settle its operations of unknown outcome by reading
+        TikTok (an unanswered create is adopted if it happened), so that what it did stays
+        known and the new job cannot make a second audience."""
+        job = self._replaced_job(restart)
+        if job is None or all(op.outcome is not None for op in self.journal.operations(job.id)):
+            return
+        self.job = job
+        try:
+            await self._reconcile_pending()
+        finally:
+            self.job = None
 
     def _abandon(self, job: JobRow) -> None:
         """Mark ``job`` abandoned and delete its parts (its journal rows stay: what it sent is
@@ -416,6 +448,7 @@ class _SyncRun:
         shutil.rmtree(self.journal.state_dir / "work" / f"job-{job.id}", ignore_errors=True)
 
     async def run(self, *, restart: bool) -> SyncResult:
+        await self._settle_replaced(restart)
         job = self._find_job(restart)
         if job is not None and job.status == "done" and job.result is not None:
             # Nothing is sent: the earlier result, with this call's (zero) traffic.

@@ -380,6 +380,11 @@ async def test_next_nights_export_supersedes_a_mirror_left_unfinished(
         stale_work = tmp_path / "state" / "work" / f"job-{stale.id}"
         assert stale_work.is_dir()
 
+        # A changed option alone is not a new export: the half-sent job is kept and refused.
+        with pytest.raises(InputChangedError, match="paths_per_call changed"):
+            await mirror(client, sandbox, tmp_path, export, name="Night", paths_per_call=3)
+        assert stale_work.is_dir()
+
         # The next night brings a new export: no --restart needed; the half-sent diff is
         # abandoned, and since its APPEND reached the audience the snapshot is not trusted.
         sandbox.clock.advance(DAY)
@@ -406,11 +411,11 @@ async def test_next_nights_export_supersedes_a_mirror_left_unfinished(
         assert members(sandbox, aid) == maid_digests(day3)
 
 
-async def test_a_new_export_does_not_supersede_a_create_of_unknown_outcome(
-    sandbox: Sandbox, tmp_path: Path
+@pytest.mark.parametrize("reached_tiktok", [True, False], ids=["created", "not-created"])
+async def test_a_new_export_settles_a_create_of_unknown_outcome_before_superseding(
+    sandbox: Sandbox, tmp_path: Path, reached_tiktok: bool
 ) -> None:
-    night1 = write_export(tmp_path / "n1.txt", maids(21, 1500))
-    night2 = write_export(tmp_path / "n2.txt", maids(22, 1500))
+    export = tmp_path / "export.txt"  # overwritten in place each night
     async with client_for(sandbox) as client:
         task: asyncio.Task[SyncResult] | None = None
 
@@ -419,22 +424,84 @@ async def test_a_new_export_does_not_supersede_a_create_of_unknown_outcome(
                 assert task is not None
                 task.cancel()
 
+        write_export(export, maids(21, 1500))
         task = asyncio.ensure_future(
-            mirror(client, sandbox, tmp_path, night1, name="Lost", reporter=cut_during_create)
+            mirror(client, sandbox, tmp_path, export, name="Lost", reporter=cut_during_create)
         )
         with pytest.raises(asyncio.CancelledError):
             await task
-        # The create may or may not have reached TikTok: a new export must not start a job
-        # that could create a second audience.
-        with pytest.raises(InputChangedError, match="outcome is unknown"):
-            await mirror(client, sandbox, tmp_path, night2, name="Lost")
-        # The old input settles it (adopting the audience if it was made), then night 2 runs.
-        settled = await mirror(client, sandbox, tmp_path, night1, name="Lost")
-        assert settled.resumed
-        after = await mirror(client, sandbox, tmp_path, night2, name="Lost")
-        assert after.audience_id == settled.audience_id is not None
+        with Journal(tmp_path / "state") as journal:
+            stale = journal.find_job(
+                job_key(sandbox.api_base, ADVERTISER_ID, "name:Lost", "mirror")
+            )
+            assert stale is not None
+            assert [op.outcome for op in journal.operations(stale.id)] == [None]
+            paths = [p.file_path for p in journal.parts(stale.id).values()]
+        await asyncio.sleep(0.3)  # a request cut off after it went out lands meanwhile
+        if reached_tiktok and not sandbox.state.audiences:
+            # The request went out but its answer was lost: TikTok made the audience.
+            await client.create_audience(
+                ADVERTISER_ID, "Lost", [p for p in paths if p], "FIRST_SHA256"
+            )
+        elif not reached_tiktok and sandbox.state.audiences:
+            # As if the request had never reached TikTok.
+            await client.delete_audiences(ADVERTISER_ID, list(sandbox.state.audiences))
+        made = list(sandbox.state.audiences)
+        assert len(made) == (1 if reached_tiktok else 0)
+
+        sandbox.clock.advance(DAY)
+        day2 = maids(22, 1500)
+        night2 = await mirror(client, sandbox, tmp_path, write_export(export, day2, 1), name="Lost")
+        # The lost create was settled by reading TikTok: adopted if it happened, so there is
+        # still one audience, holding tonight's export.
         assert len(sandbox.state.audiences) == 1
-        assert members(sandbox, after.audience_id) == maid_digests(maids(22, 1500))
+        assert night2.audience_id is not None
+        if reached_tiktok:
+            assert night2.audience_id == made[0]
+        assert night2.mirror is not None and night2.mirror["superseded_job"] == stale.id
+        assert members(sandbox, night2.audience_id) == maid_digests(day2)
+
+
+async def test_a_live_audience_under_the_name_wins_over_a_superseded_jobs_audience(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    export = tmp_path / "export.txt"
+    day0 = maids(25, 2000)
+    async with client_for(sandbox) as client:
+        first = await mirror(client, sandbox, tmp_path, write_export(export, day0), name="Moved")
+        old = first.audience_id
+        assert old is not None
+        sandbox.clock.advance(DAY)
+        write_export(export, day0[100:] + maids(26, 100), 1)
+        task: asyncio.Task[SyncResult] | None = None
+
+        def crash_after_append(event: Event) -> None:
+            if isinstance(event, AudienceOperation) and event.action == "APPEND" and event.done:
+                assert task is not None
+                task.cancel()
+
+        task = asyncio.ensure_future(
+            mirror(client, sandbox, tmp_path, export, name="Moved", reporter=crash_after_append)
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Meanwhile the name came to mirror into another audience (the old one was deleted).
+        await client.delete_audiences(ADVERTISER_ID, [old])
+        sandbox.clock.advance(1)
+        paths = [f.file_path for f in sandbox.state.files.values()]
+        newer = await client.create_audience(ADVERTISER_ID, "Moved", paths[:1], "FIRST_SHA256")
+        SnapshotStore(tmp_path / "state").remember_name(
+            sandbox.api_base, ADVERTISER_ID, "Moved", newer
+        )
+
+        sandbox.clock.advance(DAY)
+        day2 = maids(27, 1500)
+        night2 = await mirror(
+            client, sandbox, tmp_path, write_export(export, day2, 2), name="Moved"
+        )
+        assert night2.audience_id == newer
+        assert [a for a in sandbox.state.audiences] == [newer]
+        assert members(sandbox, newer) == maid_digests(day2)
 
 
 async def test_a_superseded_job_that_created_the_audience_keeps_mirroring_into_it(
