@@ -34,7 +34,7 @@ import xxhash
 
 from asyncsync.errors import BadRequestError, StateError, UsageError
 from asyncsync.events import PartUploaded, StageChanged
-from asyncsync.journal import OperationRow, Outcome
+from asyncsync.journal import JobRow, OperationRow, Outcome
 from asyncsync.mirror import (
     MODE_CREATE,
     MODE_DIFF,
@@ -146,6 +146,32 @@ class MirrorRun(_SyncRun):
             if self.named_audience is None:
                 self.named_audience = await self._audience_of_replaced_job(restart)
         return await super().run(restart=restart)
+
+    def _find_job(self, restart: bool) -> JobRow | None:
+        """As for every action, and: a diff planned by an unfinished job is stale once another
+        job has touched the audience since the plan's baseline (its APPEND/REMOVE would apply
+        to a membership it did not see), so that job is abandoned and a new one plans again."""
+        job = super()._find_job(restart)
+        if job is None or job.status == "done" or job.audience_id is None:
+            return job
+        plan = (job.prepared or {}).get("mirror")
+        if not isinstance(plan, dict) or plan.get("mode") != MODE_DIFF:
+            return job
+        baseline = plan.get("baseline_op_id") or 0
+        others = [
+            op
+            for op in self.journal.operations_on(
+                self.api_base, self.spec.advertiser_id, job.audience_id
+            )
+            if op.job_id != job.id
+            and op.id > baseline
+            and (op.outcome is None or op.outcome == Outcome.DONE)
+        ]
+        if not others:
+            return job
+        self._abandon(job)
+        self.superseded_job = job.id
+        return None
 
     async def _audience_of_replaced_job(self, restart: bool) -> str | None:
         """An unfinished job about to be abandoned (``--restart``, or a new export superseding

@@ -535,3 +535,38 @@ async def test_a_superseded_job_that_created_the_audience_keeps_mirroring_into_i
         assert night2.mirror is not None and night2.mirror["mode"] == "replace"
         assert len(sandbox.state.audiences) == 1
         assert members(sandbox, created) == maid_digests(day2)
+
+
+async def test_an_unfinished_diff_is_planned_again_when_another_job_touched_the_audience(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    export = tmp_path / "export.txt"
+    day0 = maids(40, 2000)
+    day1 = day0[300:] + maids(41, 200)
+    async with client_for(sandbox) as client:
+        first = await mirror(client, sandbox, tmp_path, write_export(export, day0), name="X")
+        aid = first.audience_id
+        assert aid is not None
+        sandbox.clock.advance(DAY)
+        write_export(export, day1, 1)
+        task: asyncio.Task[SyncResult] | None = None
+
+        def crash_after_append(event: Event) -> None:
+            if isinstance(event, AudienceOperation) and event.action == "APPEND" and event.done:
+                assert task is not None
+                task.cancel()
+
+        task = asyncio.ensure_future(
+            mirror(client, sandbox, tmp_path, export, name="X", reporter=crash_after_append)
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Another job (by audience ID, so another journal key) replaces the membership.
+        sandbox.clock.advance(DAY)
+        other = write_export(tmp_path / "other.txt", maids(42, 1800), 2)
+        await mirror(client, sandbox, tmp_path, other, audience_id=aid)
+        # The unchanged export's rerun must not send its stale REMOVE: it plans again.
+        again = await mirror(client, sandbox, tmp_path, export, name="X")
+        assert not again.resumed and again.audience_id == aid
+        assert again.mirror is not None and "superseded_job" in again.mirror
+        assert members(sandbox, aid) == maid_digests(day1)
