@@ -56,6 +56,34 @@ async def mirror(
     )
 
 
+async def crash_at(
+    client: TikTokClient,
+    sandbox: Sandbox,
+    tmp_path: Path,
+    export: Path,
+    action: str,
+    *,
+    done: bool | None,
+    **extra: Any,
+) -> None:
+    """Run a mirror and cut it off (as a crash would) at the first ``action`` event: when the
+    operation is sent (``done=False``), answered (``done=True``), or either (``None``)."""
+    task: asyncio.Task[SyncResult] | None = None
+
+    def cut(event: Event) -> None:
+        if (
+            isinstance(event, AudienceOperation)
+            and event.action == action
+            and (done is None or event.done == done)
+        ):
+            assert task is not None
+            task.cancel()
+
+    task = asyncio.ensure_future(mirror(client, sandbox, tmp_path, export, reporter=cut, **extra))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_daily_mirrors_track_every_export_and_upload_only_the_difference(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
@@ -138,18 +166,7 @@ async def test_crash_between_append_and_remove_is_finished_by_the_rerun(
         assert aid is not None
         sandbox.clock.advance(DAY)
         export = write_export(tmp_path / "d1.txt", day1, 1)
-        task: asyncio.Task[SyncResult] | None = None
-
-        def crash_after_append(event: Event) -> None:
-            if isinstance(event, AudienceOperation) and event.action == "APPEND" and event.done:
-                assert task is not None
-                task.cancel()
-
-        task = asyncio.ensure_future(
-            mirror(client, sandbox, tmp_path, export, name="Crash", reporter=crash_after_append)
-        )
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await crash_at(client, sandbox, tmp_path, export, "APPEND", done=True, name="Crash")
         assert ops(sandbox) == ["CREATE", "APPEND"]
         # Only the APPEND happened: the snapshot still describes day 0.
         snap, _ = SnapshotStore(tmp_path / "state").load(sandbox.api_base, ADVERTISER_ID, aid)
@@ -359,18 +376,7 @@ async def test_next_nights_export_supersedes_a_mirror_left_unfinished(
         assert aid is not None
         sandbox.clock.advance(DAY)
         write_export(export, day1, 1)
-        task: asyncio.Task[SyncResult] | None = None
-
-        def crash_after_append(event: Event) -> None:
-            if isinstance(event, AudienceOperation) and event.action == "APPEND" and event.done:
-                assert task is not None
-                task.cancel()
-
-        task = asyncio.ensure_future(
-            mirror(client, sandbox, tmp_path, export, name="Night", reporter=crash_after_append)
-        )
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await crash_at(client, sandbox, tmp_path, export, "APPEND", done=True, name="Night")
         assert ops(sandbox) == ["CREATE", "APPEND"]
         with Journal(tmp_path / "state") as journal:
             stale = journal.find_job(
@@ -417,19 +423,8 @@ async def test_a_new_export_settles_a_create_of_unknown_outcome_before_supersedi
 ) -> None:
     export = tmp_path / "export.txt"  # overwritten in place each night
     async with client_for(sandbox) as client:
-        task: asyncio.Task[SyncResult] | None = None
-
-        def cut_during_create(event: Event) -> None:
-            if isinstance(event, AudienceOperation) and event.action == "create":
-                assert task is not None
-                task.cancel()
-
         write_export(export, maids(21, 1500))
-        task = asyncio.ensure_future(
-            mirror(client, sandbox, tmp_path, export, name="Lost", reporter=cut_during_create)
-        )
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await crash_at(client, sandbox, tmp_path, export, "create", done=False, name="Lost")
         with Journal(tmp_path / "state") as journal:
             stale = journal.find_job(
                 job_key(sandbox.api_base, ADVERTISER_ID, "name:Lost", "mirror")
@@ -473,18 +468,7 @@ async def test_a_live_audience_under_the_name_wins_over_a_superseded_jobs_audien
         assert old is not None
         sandbox.clock.advance(DAY)
         write_export(export, day0[100:] + maids(26, 100), 1)
-        task: asyncio.Task[SyncResult] | None = None
-
-        def crash_after_append(event: Event) -> None:
-            if isinstance(event, AudienceOperation) and event.action == "APPEND" and event.done:
-                assert task is not None
-                task.cancel()
-
-        task = asyncio.ensure_future(
-            mirror(client, sandbox, tmp_path, export, name="Moved", reporter=crash_after_append)
-        )
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await crash_at(client, sandbox, tmp_path, export, "APPEND", done=True, name="Moved")
         # Meanwhile the name came to mirror into another audience (the old one was deleted).
         await client.delete_audiences(ADVERTISER_ID, [old])
         sandbox.clock.advance(1)
@@ -509,19 +493,8 @@ async def test_a_superseded_job_that_created_the_audience_keeps_mirroring_into_i
 ) -> None:
     export = tmp_path / "export.txt"
     async with client_for(sandbox) as client:
-        task: asyncio.Task[SyncResult] | None = None
-
-        def crash_after_create(event: Event) -> None:
-            if isinstance(event, AudienceOperation) and event.action == "create" and event.done:
-                assert task is not None
-                task.cancel()
-
         write_export(export, maids(23, 1500))
-        task = asyncio.ensure_future(
-            mirror(client, sandbox, tmp_path, export, name="Kept", reporter=crash_after_create)
-        )
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await crash_at(client, sandbox, tmp_path, export, "create", done=True, name="Kept")
         (created,) = sandbox.state.audiences
         # As if the job had stopped before writing down which audience the name mirrors into.
         store = SnapshotStore(tmp_path / "state")
@@ -549,18 +522,7 @@ async def test_an_unfinished_diff_is_planned_again_when_another_job_touched_the_
         assert aid is not None
         sandbox.clock.advance(DAY)
         write_export(export, day1, 1)
-        task: asyncio.Task[SyncResult] | None = None
-
-        def crash_after_append(event: Event) -> None:
-            if isinstance(event, AudienceOperation) and event.action == "APPEND" and event.done:
-                assert task is not None
-                task.cancel()
-
-        task = asyncio.ensure_future(
-            mirror(client, sandbox, tmp_path, export, name="X", reporter=crash_after_append)
-        )
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await crash_at(client, sandbox, tmp_path, export, "APPEND", done=True, name="X")
         # Another job (by audience ID, so another journal key) replaces the membership.
         sandbox.clock.advance(DAY)
         other = write_export(tmp_path / "other.txt", maids(42, 1800), 2)
