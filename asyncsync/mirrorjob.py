@@ -152,26 +152,29 @@ class MirrorRun(_SyncRun):
         job has touched the audience since the plan's baseline (its APPEND/REMOVE would apply
         to a membership it did not see), so that job is abandoned and a new one plans again."""
         job = super()._find_job(restart)
-        if job is None or job.status == "done" or job.audience_id is None:
-            return job
-        plan = (job.prepared or {}).get("mirror")
-        if not isinstance(plan, dict) or plan.get("mode") != MODE_DIFF:
-            return job
-        baseline = plan.get("baseline_op_id") or 0
-        others = [
-            op
-            for op in self.journal.operations_on(
-                self.api_base, self.spec.advertiser_id, job.audience_id
-            )
-            if op.job_id != job.id
-            and op.id > baseline
-            and (op.outcome is None or op.outcome == Outcome.DONE)
-        ]
-        if not others:
+        if job is None or not self._stale_diff(job):
             return job
         self._abandon(job)
         self.superseded_job = job.id
         return None
+
+    def _stale_diff(self, job: JobRow) -> bool:
+        """Whether ``job`` is an unfinished diff whose audience another job touched (an
+        operation done or of unknown outcome) since the plan's baseline."""
+        if job.status == "done" or job.audience_id is None:
+            return False
+        plan = (job.prepared or {}).get("mirror")
+        if not isinstance(plan, dict) or plan.get("mode") != MODE_DIFF:
+            return False
+        baseline = plan.get("baseline_op_id") or 0
+        return any(
+            op.job_id != job.id
+            and op.id > baseline
+            and (op.outcome is None or op.outcome == Outcome.DONE)
+            for op in self.journal.operations_on(
+                self.api_base, self.spec.advertiser_id, job.audience_id
+            )
+        )
 
     async def _audience_of_replaced_job(self, restart: bool) -> str | None:
         """An unfinished job about to be abandoned (``--restart``, or a new export superseding
@@ -587,7 +590,12 @@ class MirrorRun(_SyncRun):
         and the operations a real run would send. Nothing is written to the journal or the
         snapshot store."""
         job = None if restart or not self.resumable else self.journal.find_job(self.key)
-        same = job is not None and job.fingerprint == self.fingerprint and job.status != "done"
+        same = (
+            job is not None
+            and job.fingerprint == self.fingerprint
+            and job.status != "done"
+            and not self._stale_diff(job)
+        )
         recorded = (job.prepared or {}).get("mirror") if same and job is not None else None
         if same and job is not None and job.audience_id is not None:
             audience_id: str | None = job.audience_id

@@ -1003,14 +1003,15 @@ class _SyncRun:
             if at is not None and at >= window and entry.action.upper() == op.kind:
                 seen += 1
         # Our own operations that TikTok may have stamped inside the window: any whose answer
-        # came after its start. Erring this way can only make a done operation look absent (it
+        # came after its start, and any of another job whose outcome is still unknown (an
+        # abandoned job's). Erring this way can only make a done operation look absent (it
         # is sent again, costing one daily operation), never the reverse (a batch lost).
         others = [
             o
             for o in self.journal.operations_on(self.api_base, self.spec.advertiser_id, audience_id)
             if o.id != op.id
             and o.kind == op.kind
-            and o.outcome == Outcome.DONE
+            and (o.outcome == Outcome.DONE or o.outcome is None)
             and (o.result_at if o.result_at is not None else o.intent_at) >= window
         ]
         applied = seen > len(others)

@@ -527,7 +527,11 @@ async def test_an_unfinished_diff_is_planned_again_when_another_job_touched_the_
         sandbox.clock.advance(DAY)
         other = write_export(tmp_path / "other.txt", maids(42, 1800), 2)
         await mirror(client, sandbox, tmp_path, other, audience_id=aid)
-        # The unchanged export's rerun must not send its stale REMOVE: it plans again.
+        # The unchanged export's rerun must not send its stale REMOVE: it plans again, and a
+        # dry run says so.
+        dry = await mirror(client, sandbox, tmp_path, export, name="X", dry_run=True)
+        assert dry.mirror is not None and dry.mirror["mode"] == "diff"
+        assert (dry.mirror["added"], dry.mirror["removed"]) == (len(day1), 1800)
         again = await mirror(client, sandbox, tmp_path, export, name="X")
         assert not again.resumed and again.audience_id == aid
         assert again.mirror is not None and "superseded_job" in again.mirror
