@@ -527,8 +527,8 @@ async def test_an_unfinished_diff_is_planned_again_when_another_job_touched_the_
         sandbox.clock.advance(DAY)
         other = write_export(tmp_path / "other.txt", maids(42, 1800), 2)
         await mirror(client, sandbox, tmp_path, other, audience_id=aid)
-        # The unchanged export's rerun must not send its stale REMOVE: it plans again, and a
-        # dry run says so.
+        # The unchanged export's rerun must not send its stale REMOVE: it plans again, against
+        # the audience as the other job left it (a dry run shows that plan too).
         dry = await mirror(client, sandbox, tmp_path, export, name="X", dry_run=True)
         assert dry.mirror is not None and dry.mirror["mode"] == "diff"
         assert (dry.mirror["added"], dry.mirror["removed"]) == (len(day1), 1800)
