@@ -26,7 +26,7 @@ import dataclasses
 import math
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -121,6 +121,20 @@ def floor_refusal(plan: dict[str, Any], rows_of: dict[int, int]) -> str | None:
     return None
 
 
+def _changed_by_others(
+    ops: Iterable[OperationRow], job_id: int | None, *, after: int
+) -> list[OperationRow]:
+    """The operations in ``ops`` later than operation ``after``, by another job than
+    ``job_id``, that TikTok applied or may have applied (done, or of unknown outcome)."""
+    return [
+        op
+        for op in ops
+        if op.id > after
+        and op.job_id != job_id
+        and (op.outcome is None or op.outcome == Outcome.DONE)
+    ]
+
+
 class MirrorRun(_SyncRun):
     """One call of ``sync_audience(..., action="mirror")``."""
 
@@ -166,15 +180,8 @@ class MirrorRun(_SyncRun):
         plan = (job.prepared or {}).get("mirror")
         if not isinstance(plan, dict) or plan.get("mode") != MODE_DIFF:
             return False
-        baseline = plan.get("baseline_op_id") or 0
-        return any(
-            op.job_id != job.id
-            and op.id > baseline
-            and (op.outcome is None or op.outcome == Outcome.DONE)
-            for op in self.journal.operations_on(
-                self.api_base, self.spec.advertiser_id, job.audience_id
-            )
-        )
+        ops = self.journal.operations_on(self.api_base, self.spec.advertiser_id, job.audience_id)
+        return bool(_changed_by_others(ops, job.id, after=plan.get("baseline_op_id") or 0))
 
     async def _audience_of_replaced_job(self, restart: bool) -> str | None:
         """An unfinished job about to be abandoned (``--restart``, or a new export superseding
@@ -254,13 +261,7 @@ class MirrorRun(_SyncRun):
         last = snapshot.header.last_op_id
         if last is not None and not any(op.id == last for op in ops):
             return None, "the journal no longer holds the operation the snapshot was taken after"
-        later = [
-            op
-            for op in ops
-            if op.id > (last or 0)
-            and op.job_id != job_id
-            and (op.outcome is None or op.outcome == Outcome.DONE)
-        ]
+        later = _changed_by_others(ops, job_id, after=last or 0)
         if later:
             return None, (
                 f"{len(later)} operation(s) changed the audience since the snapshot "
@@ -527,14 +528,11 @@ class MirrorRun(_SyncRun):
             self.snapshot_outcome = "recorded"  # a rerun after the commit itself
             return
         own = [op for op in self.journal.operations(job.id) if op.outcome == Outcome.DONE]
-        baseline = plan.get("baseline_op_id") or 0
-        others = [
-            op
-            for op in self.journal.operations_on(self.api_base, adv, audience_id)
-            if op.job_id != job.id
-            and op.id > baseline
-            and (op.outcome is None or op.outcome == Outcome.DONE)
-        ]
+        others = _changed_by_others(
+            self.journal.operations_on(self.api_base, adv, audience_id),
+            job.id,
+            after=plan.get("baseline_op_id") or 0,
+        )
         if others:
             # Another job changed the audience while this one ran: what it holds is unknown.
             self.store.discard(self.api_base, adv, audience_id)
