@@ -153,13 +153,11 @@ class MirrorRun(_SyncRun):
 
     # -- which audience --------------------------------------------------------------------
 
-    async def run(self, *, restart: bool) -> SyncResult:
+    async def _resolve_target(self, restart: bool) -> None:
         if self.spec.name is not None:
-            await self._settle_replaced(restart)
             self.named_audience = await self._named_audience()
             if self.named_audience is None:
                 self.named_audience = await self._audience_of_replaced_job(restart)
-        return await super().run(restart=restart)
 
     def _find_job(self, restart: bool) -> JobRow | None:
         """As for every action, and: a diff planned by an unfinished job is stale once another

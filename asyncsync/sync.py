@@ -391,24 +391,18 @@ class _SyncRun:
             if job.status != "done":
                 self._abandon(job)
             return None
+        if self._supersedes(job):
+            # run() settled its operations of unknown outcome first (_settle_replaced).
+            self._abandon(job)
+            self.superseded_job = job.id
+            return None
         if job.fingerprint != self.fingerprint:
             if job.status == "done":
                 return None
-            unsettled = [
-                op
-                for op in self.journal.operations(job.id)
-                if op.outcome is None and op.kind == "create"
-            ]
-            if (
-                self.supersedes_changed_input
-                and _inputs_changed(job.fingerprint, self)
-                and not unsettled
-            ):
-                self._abandon(job)
-                self.superseded_job = job.id
-                return None
             change = describe_change(job.fingerprint, self.fingerprint)
-            if unsettled:
+            if any(
+                op.outcome is None and op.kind == "create" for op in self.journal.operations(job.id)
+            ):
                 change += f"; job {job.id} sent a create whose outcome is still unknown"
             raise InputChangedError(
                 f"the input changed since job {job.id} began ({change}); "
@@ -416,17 +410,23 @@ class _SyncRun:
             )
         return job
 
+    def _supersedes(self, job: JobRow) -> bool:
+        """Whether this run abandons the unfinished ``job`` because its input files changed."""
+        return (
+            job.status != "done"
+            and self.supersedes_changed_input
+            and _inputs_changed(job.fingerprint, self)
+        )
+
     def _replaced_job(self, restart: bool) -> JobRow | None:
         """The unfinished job of this key that this call will abandon, if any: with
-        ``--restart``, or when its input files changed and this run supersedes such jobs."""
+        ``--restart``, or when this run supersedes it (:meth:`_supersedes`)."""
         if not self.resumable:
             return None
         job = self.journal.find_job(self.key)
         if job is None or job.status == "done":
             return None
-        if restart or (self.supersedes_changed_input and _inputs_changed(job.fingerprint, self)):
-            return job
-        return None
+        return job if restart or self._supersedes(job) else None
 
     async def _settle_replaced(self, restart: bool) -> None:
         """Before a job is abandoned, settle its operations of unknown outcome by reading
@@ -447,8 +447,13 @@ class _SyncRun:
         self.journal.set_status(job.id, "abandoned", now=self.clock())
         shutil.rmtree(self.journal.state_dir / "work" / f"job-{job.id}", ignore_errors=True)
 
+    async def _resolve_target(self, restart: bool) -> None:
+        """Work out the audience before the job is found or made (mirror by name: which
+        audience the name leads to)."""
+
     async def run(self, *, restart: bool) -> SyncResult:
         await self._settle_replaced(restart)
+        await self._resolve_target(restart)
         job = self._find_job(restart)
         if job is not None and job.status == "done" and job.result is not None:
             # Nothing is sent: the earlier result, with this call's (zero) traffic.
