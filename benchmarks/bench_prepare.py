@@ -12,7 +12,8 @@ then times, each in its own process:
 * asyncsync: ``asyncsync prepare FILE -o DIR --json`` (parts of 50 MB, MD5 while writing).
 
 Prints rows/s of both, the ratio, and the peak RSS of each process tree (the sum over the
-process and all its descendants, sampled every 20 ms with psutil: pool workers included).
+process and all its descendants, pool workers included, sampled every 50 ms with psutil by
+``run.py``'s ``measure``).
 ``--skip-naive`` runs asyncsync only (for the 100 M memory check).
 """
 
@@ -21,14 +22,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import psutil
 from contenders.naive import hash_lines
+from run import measure as measure_tree
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
@@ -46,28 +47,12 @@ def naive(src: str, out: str) -> dict[str, object]:
 
 
 def measure(cmd: list[str]) -> tuple[float, int, str]:
-    """Wall time, peak RSS of the process tree, stdout."""
-    start = time.perf_counter()
-    proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    peak = 0
-    while proc.poll() is None:
-        total = 0
-        try:
-            procs = [proc, *proc.children(recursive=True)]
-        except psutil.Error:
-            procs = [proc]
-        for p in procs:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
-        peak = max(peak, total)
-        time.sleep(0.02)
-    elapsed = time.perf_counter() - start
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        sys.exit(f"{cmd[0]} failed ({proc.returncode}): {err.decode()[-2000:]}")
-    return elapsed, peak, out.decode()
+    """Wall time, peak RSS of the process tree, stdout (measured as ``run.py`` measures)."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    m = measure_tree(cmd, dict(os.environ), WORK)
+    if m.returncode != 0:
+        sys.exit(f"{cmd[0]} failed ({m.returncode}): {m.stderr[-2000:]}")
+    return m.wall_s, m.peak_rss, m.stdout
 
 
 def main() -> None:
