@@ -34,6 +34,15 @@ async def _raw(sb: Sandbox, session: aiohttp.ClientSession) -> RawApi:
     return RawApi(session, sb, sb.issue_token())
 
 
+async def _timed_uploads(api: RawApi, count: int) -> tuple[float, list[dict[str, Any]]]:
+    """Upload ``CONTENT`` ``count`` times side by side; (seconds taken, the accepted answers)."""
+    start = time.perf_counter()
+    answers = await asyncio.gather(*(api.upload(CONTENT) for _ in range(count)))
+    took = time.perf_counter() - start
+    assert [a["code"] for a in answers] == [0] * count, answers
+    return took, answers
+
+
 async def test_each_upload_is_read_no_faster_than_the_per_upload_speed(
     sandbox_factory: SandboxFactory,
 ) -> None:
@@ -42,11 +51,7 @@ async def test_each_upload_is_read_no_faster_than_the_per_upload_speed(
         sandbox_factory(upload_bytes_per_second=rate) as sb,
         aiohttp.ClientSession() as session,
     ):
-        api = await _raw(sb, session)
-        start = time.perf_counter()
-        answer = await api.upload(CONTENT)
-        took = time.perf_counter() - start
-        assert answer["code"] == 0, answer
+        took, [answer] = await _timed_uploads(await _raw(sb, session), 1)
         entry = sb.state.files[answer["data"]["file_path"]]
         assert entry.matched == len(DIGESTS) and entry.size_bytes == len(CONTENT)
     # Every chunk read is followed by its time on the link, less at most one chunk of credit.
@@ -62,13 +67,8 @@ async def test_the_per_upload_speed_applies_to_each_upload_on_its_own(
         aiohttp.ClientSession() as session,
     ):
         api = await _raw(sb, session)
-        start = time.perf_counter()
-        assert (await api.upload(CONTENT))["code"] == 0
-        one = time.perf_counter() - start
-        start = time.perf_counter()
-        answers = await asyncio.gather(*(api.upload(CONTENT) for _ in range(3)))
-        three = time.perf_counter() - start
-        assert [a["code"] for a in answers] == [0, 0, 0]
+        one, _ = await _timed_uploads(api, 1)
+        three, _ = await _timed_uploads(api, 3)
     # Three streams side by side take about as long as one (a shared cap would take 3 x).
     assert three < 2 * one, (one, three)
 
@@ -79,11 +79,7 @@ async def test_uploads_in_flight_share_the_link_speed(sandbox_factory: SandboxFa
         sandbox_factory(upload_bytes_per_second=1e9, link_bytes_per_second=link) as sb,
         aiohttp.ClientSession() as session,
     ):
-        api = await _raw(sb, session)
-        start = time.perf_counter()
-        answers = await asyncio.gather(*(api.upload(CONTENT) for _ in range(3)))
-        took = time.perf_counter() - start
-        assert [a["code"] for a in answers] == [0, 0, 0]
+        took, answers = await _timed_uploads(await _raw(sb, session), 3)
         assert len({a["data"]["file_path"] for a in answers}) == 3
     # Three files through one 8 MB/s link: at least 3 x 2.6 MB / 8 MB/s (less one chunk of
     # credit), although each upload alone may go at 1 GB/s.
