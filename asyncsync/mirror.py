@@ -1,8 +1,8 @@
 """Mirror diff: the IDs added to and removed from an audience since its last delivery.
 
 The prepare stage writes parts that, read in index order, are one sorted stream of unique
-digests (hex lines of equal length). The snapshot (:mod:`asyncsync.snapshot`) holds the digests
-last delivered, sorted, in binary. :func:`diff_parts` merges the two sorted streams block by
+digests (hex lines of equal length). The snapshot (:mod:`asyncsync.store.snapshots`) holds the
+digests last delivered, sorted, in binary. :func:`diff_parts` merges the two sorted streams block by
 block and writes
 
 - the added digests (in the export, not in the snapshot) and the removed ones (in the snapshot,
@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from asyncsync.errors import StateError, UsageError
 from asyncsync.pipeline.parts import PartInfo
-from asyncsync.snapshot import PendingSnapshot, Snapshot, SnapshotWriter
+from asyncsync.store.snapshots import PendingSnapshot, Snapshot, SnapshotWriter
 
 __all__ = [
     "DEFAULT_REPLACE_THRESHOLD",

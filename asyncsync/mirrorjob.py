@@ -4,7 +4,7 @@ what changed since the last delivery.
 :class:`MirrorRun` is the sync job of :mod:`asyncsync.sync` with another middle:
 
 1. the export is prepared into the job's work dir (``input/``), as for any sync;
-2. it is merged with the audience's snapshot (:mod:`asyncsync.snapshot`, checked for trust: a
+2. it is merged with the audience's snapshot (:mod:`asyncsync.store.snapshots`, checked for trust: a
    sound file, written for this audience, not made stale by a later operation of another job),
    giving the added and removed IDs as part files (``diff/``) and the new snapshot body;
 3. :func:`asyncsync.mirror.choose_mode` picks APPEND + REMOVE, a REPLACE (no trustworthy
@@ -34,7 +34,6 @@ import xxhash
 
 from asyncsync.errors import BadRequestError, StateError, UsageError
 from asyncsync.events import PartUploaded, StageChanged
-from asyncsync.journal import JobRow, OperationRow, Outcome
 from asyncsync.mirror import (
     MODE_CREATE,
     MODE_DIFF,
@@ -53,7 +52,8 @@ from asyncsync.rules.limits import (
     MIN_AUDIENCE_MEMBERS,
     Action,
 )
-from asyncsync.snapshot import HEADER_BYTES, PendingSnapshot, Snapshot, SnapshotStore
+from asyncsync.store.journal import JobRow, JobStatus, OperationRow, Outcome
+from asyncsync.store.snapshots import HEADER_BYTES, PendingSnapshot, Snapshot, SnapshotStore
 from asyncsync.sync import SUMMARY_KEYS, SyncResult, _one_error, _SyncRun
 from asyncsync.syncplan import Step, build_steps, iso_utc, utc_day_bounds
 from asyncsync.tiktok.wire import Audience
@@ -173,7 +173,7 @@ class MirrorRun(_SyncRun):
     def _stale_diff(self, job: JobRow) -> bool:
         """Whether ``job`` is an unfinished diff whose audience another job touched (an
         operation done or of unknown outcome) since the plan's baseline."""
-        if job.status == "done" or job.audience_id is None:
+        if job.status == JobStatus.DONE or job.audience_id is None:
             return False
         plan = (job.prepared or {}).get("mirror")
         if not isinstance(plan, dict) or plan.get("mode") != MODE_DIFF:
@@ -589,7 +589,7 @@ class MirrorRun(_SyncRun):
         same = (
             job is not None
             and job.fingerprint == self.fingerprint
-            and job.status != "done"
+            and job.status != JobStatus.DONE
             and not self._stale_diff(job)
         )
         recorded = (job.prepared or {}).get("mirror") if same and job is not None else None
@@ -637,7 +637,9 @@ class MirrorRun(_SyncRun):
         rows_of = {p.index: p.rows for p in chosen}
         done: set[int] = set()
         if same and job is not None:
-            done = {op.batch for op in self.journal.operations(job.id) if op.outcome == "done"}
+            done = {
+                op.batch for op in self.journal.operations(job.id) if op.outcome is Outcome.DONE
+            }
         elif refusal := floor_refusal(plan, rows_of):
             problems.append(f"refusing to start: {refusal}")
         steps = [s for s in mirror_steps(plan, self.paths_per_call) if s.index not in done]

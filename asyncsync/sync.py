@@ -5,8 +5,8 @@ bounded queue; up to ``concurrency`` uploads stream parts to TikTok while later 
 being hashed. Once every part is uploaded, the file_paths go to TikTok in batches of at most
 ``paths_per_call`` (one audience operation each, one at a time, within the daily quotas).
 
-Every step is recorded in the journal (:mod:`asyncsync.journal`) before the job moves on, so the
-same call after a crash, a pause or an error resumes the job instead of starting over.
+Every step is recorded in the journal (:mod:`asyncsync.store.journal`) before the job moves on,
+so the same call after a crash, a pause or an error resumes the job instead of starting over.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from asyncsync.events import (
     StageChanged,
     null_reporter,
 )
-from asyncsync.journal import JobRow, Journal, OperationRow, Outcome, PartRow, job_key
 from asyncsync.mirror import DEFAULT_REPLACE_THRESHOLD, check_replace_threshold
 from asyncsync.pipeline.parts import PartInfo
 from asyncsync.pipeline.prepare import PrepareOptions, PrepareResult, prepare
@@ -55,6 +54,15 @@ from asyncsync.rules.limits import (
     Action,
     calculate_type,
     canonical_calculate_type,
+)
+from asyncsync.store.journal import (
+    JobRow,
+    JobStatus,
+    Journal,
+    OperationRow,
+    Outcome,
+    PartRow,
+    job_key,
 )
 from asyncsync.syncplan import (
     JobSpec,
@@ -388,7 +396,7 @@ class _SyncRun:
         if job is None:
             return None
         if restart:
-            if job.status != "done":
+            if job.status != JobStatus.DONE:
                 self._abandon(job)
             return None
         if self._supersedes(job):
@@ -397,7 +405,7 @@ class _SyncRun:
             self.superseded_job = job.id
             return None
         if job.fingerprint != self.fingerprint:
-            if job.status == "done":
+            if job.status == JobStatus.DONE:
                 return None
             change = describe_change(job.fingerprint, self.fingerprint)
             if any(
@@ -413,7 +421,7 @@ class _SyncRun:
     def _supersedes(self, job: JobRow) -> bool:
         """Whether this run abandons the unfinished ``job`` because its input files changed."""
         return (
-            job.status != "done"
+            job.status != JobStatus.DONE
             and self.supersedes_changed_input
             and _inputs_changed(job.fingerprint, self)
         )
@@ -424,7 +432,7 @@ class _SyncRun:
         if not self.resumable:
             return None
         job = self.journal.find_job(self.key)
-        if job is None or job.status == "done":
+        if job is None or job.status == JobStatus.DONE:
             return None
         return job if restart or self._supersedes(job) else None
 
@@ -444,7 +452,7 @@ class _SyncRun:
     def _abandon(self, job: JobRow) -> None:
         """Mark ``job`` abandoned and delete its parts (its journal rows stay: what it sent is
         still known to later jobs)."""
-        self.journal.set_status(job.id, "abandoned", now=self.clock())
+        self.journal.set_status(job.id, JobStatus.ABANDONED, now=self.clock())
         shutil.rmtree(self.journal.state_dir / "work" / f"job-{job.id}", ignore_errors=True)
 
     async def _resolve_target(self, restart: bool) -> None:
@@ -455,7 +463,7 @@ class _SyncRun:
         await self._settle_replaced(restart)
         await self._resolve_target(restart)
         job = self._find_job(restart)
-        if job is not None and job.status == "done" and job.result is not None:
+        if job is not None and job.status == JobStatus.DONE and job.result is not None:
             # Nothing is sent: the earlier result, with this call's (zero) traffic.
             return SyncResult.from_json(
                 job.result,
@@ -479,8 +487,8 @@ class _SyncRun:
             )
         else:
             self.resumed = True
-            if job.status == "paused":
-                self.journal.set_status(job.id, "active", now=self.clock())
+            if job.status == JobStatus.PAUSED:
+                self.journal.set_status(job.id, JobStatus.ACTIVE, now=self.clock())
         self.job = job
         try:
             await self._reconcile_pending()
@@ -488,17 +496,19 @@ class _SyncRun:
             await self._upload_all()
             await self._operate()
         except Paused as paused:
-            self.journal.set_status(self.current.id, "paused", now=self.clock())
+            self.journal.set_status(self.current.id, JobStatus.PAUSED, now=self.clock())
             paused.result = self._result(paused=True, pending=paused.pending)
             raise
         except UsageError:
             # Refused before any operation was sent (400 audiences, the member floor, a wrong
             # audience): nothing to resume, so a corrected rerun starts afresh.
             if not self.journal.operations(self.current.id):
-                self.journal.set_status(self.current.id, "abandoned", now=self.clock())
+                self.journal.set_status(self.current.id, JobStatus.ABANDONED, now=self.clock())
             raise
         result = self._result()
-        self.journal.set_status(self.current.id, "done", now=self.clock(), result=result.to_json())
+        self.journal.set_status(
+            self.current.id, JobStatus.DONE, now=self.clock(), result=result.to_json()
+        )
         shutil.rmtree(self.work_dir, ignore_errors=True)
         return result
 
@@ -1092,7 +1102,7 @@ class _SyncRun:
         for s in todo:
             calls[s.kind.lower()] = calls.get(s.kind.lower(), 0) + 1
         remaining = max(0, DAILY_FILE_OPERATIONS_PER_AUDIENCE - len(used))
-        already_done = bool(job is not None and same_input and job.status == "done")
+        already_done = bool(job is not None and same_input and job.status == JobStatus.DONE)
         plan = {
             "already_done": already_done,
             "parts": len(parts),

@@ -5,12 +5,21 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from asyncsync.errors import StateError
-from asyncsync.journal import JOURNAL_FILENAME, Journal, Outcome, job_key
+from asyncsync.store.journal import (
+    JOURNAL_FILENAME,
+    SCHEMA_VERSION,
+    JobStatus,
+    Journal,
+    Outcome,
+    job_key,
+)
 
 API = "http://127.0.0.1:1"
 
@@ -119,3 +128,40 @@ def test_a_second_holder_of_a_job_lock_is_refused(tmp_path: Path) -> None:
             pass
     with Journal(tmp_path) as journal, journal.lock("k"):
         assert os.listdir(tmp_path / "locks")
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_journal_of_schema_1_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None:
+    """A journal written by the first release (finished create and mirror jobs) opens with
+    this one: its jobs, operations and results are read, and the stored mirror plan gains
+    its version."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / JOURNAL_FILENAME).write_bytes((FIXTURES / "journal-schema1.sqlite3").read_bytes())
+    with Journal(state) as journal:
+        assert journal.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        create, first, second = (journal.get_job(i) for i in (1, 2, 3))
+        assert [j.status for j in (create, first, second)] == [JobStatus.DONE] * 3
+        assert create.result is not None and create.result["audience_id"] == create.audience_id
+        assert [op.outcome for op in journal.operations(3)] == [Outcome.DONE]
+        assert second.prepared is not None
+        assert second.prepared["mirror"]["version"] == 1
+        assert second.prepared["mirror"]["mode"] == "replace"
+    # Opening again changes nothing more.
+    with Journal(state) as journal:
+        assert journal.get_job(3).prepared == second.prepared
+
+
+def test_journal_lock_module_imports_without_fcntl() -> None:
+    """``import asyncsync`` and the store work where ``fcntl`` does not exist (Windows): the
+    lock imports its platform module only when a lock is taken."""
+    code = (
+        "import sys; sys.modules['fcntl'] = None\n"
+        "import asyncsync, asyncsync.store.journal, asyncsync.store.snapshots\n"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

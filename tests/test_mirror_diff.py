@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from asyncsync.errors import StateError
 from asyncsync.mirror import choose_mode, diff_parts
 from asyncsync.pipeline.parts import PartInfo
-from asyncsync.snapshot import Snapshot, SnapshotStore, SnapshotWriter
+from asyncsync.store.snapshots import Snapshot, SnapshotStore, SnapshotWriter
 
 API = "http://127.0.0.1:1"
 ADV = "1"

@@ -17,9 +17,9 @@ from asyncsync import SyncResult, sync_audience
 from asyncsync.cli.sync import sync_command
 from asyncsync.errors import InputChangedError, Paused, UsageError
 from asyncsync.events import AudienceOperation, Event
-from asyncsync.journal import Journal, job_key
 from asyncsync.sandbox import Sandbox
-from asyncsync.snapshot import SnapshotStore
+from asyncsync.store.journal import Journal, job_key
+from asyncsync.store.snapshots import SnapshotStore
 from asyncsync.tiktok.client import TikTokClient
 
 UPLOAD = "/open_api/v1.3/dmp/custom_audience/file/upload/"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import test_crash_resume as crash
 
-from asyncsync.journal import JOURNAL_FILENAME
+from asyncsync.store.journal import JOURNAL_FILENAME
 
 SandboxProcess = crash.SandboxProcess
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from conftest import ADVERTISER_ID
 from test_reliability_faults import write_maids
 
-from asyncsync.journal import JOURNAL_FILENAME
 from asyncsync.sandbox import Sandbox
+from asyncsync.store.journal import JOURNAL_FILENAME
 
 UPLOAD = "/open_api/v1.3/dmp/custom_audience/file/upload/"
 CREATE = "/open_api/v1.3/dmp/custom_audience/create/"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from asyncsync.errors import StateError
-from asyncsync.snapshot import HEADER_BYTES, SnapshotStore, SnapshotWriter
+from asyncsync.store.snapshots import HEADER_BYTES, SnapshotStore, SnapshotWriter
 
 API = "http://127.0.0.1:1"
 ADV = "7000000000000000001"

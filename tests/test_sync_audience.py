@@ -24,8 +24,8 @@ from conftest import (
 from asyncsync import SyncResult, sync_audience
 from asyncsync.errors import InputChangedError, Paused, StateError, UsageError
 from asyncsync.events import AudienceOperation, Event, PartUploaded
-from asyncsync.journal import JOURNAL_FILENAME
 from asyncsync.sandbox import FaultConfig, Sandbox
+from asyncsync.store.journal import JOURNAL_FILENAME
 from asyncsync.tiktok.client import TikTokClient
 from asyncsync.tiktok.retry import RetryPolicy
 

@@ -24,7 +24,6 @@ Timestamps are epoch seconds of the sync job's clock (the quota day is the UTC d
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -32,15 +31,19 @@ import sqlite3
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
 from asyncsync.errors import StateError
+from asyncsync.store._fs import LockHeld, exclusive_lock
 
 __all__ = [
     "JOURNAL_FILENAME",
+    "SCHEMA_VERSION",
     "JobRow",
+    "JobStatus",
     "Journal",
     "OperationRow",
     "Outcome",
@@ -48,7 +51,16 @@ __all__ = [
 ]
 
 JOURNAL_FILENAME: Final = "journal.sqlite3"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""1: the first release. 2: a mirror job's stored plan carries its own ``version`` (schema 1
+plans are the same fields without it: the upgrade adds ``"version": 1``)."""
+
+_UPGRADES: Final = {
+    2: "UPDATE jobs SET prepared = json_set(prepared, '$.mirror.version', 1) "
+    "WHERE prepared IS NOT NULL AND json_type(prepared, '$.mirror') = 'object' "
+    "AND json_type(prepared, '$.mirror.version') IS NULL;",
+}
+"""SQL that brings a journal from the schema before the key to the key's schema."""
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -100,21 +112,35 @@ CREATE INDEX IF NOT EXISTS operations_by_audience
 """
 
 
-class Outcome:
+class JobStatus(StrEnum):
+    """The status of a job row."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    """Stopped by a daily quota or a running operation; the same command resumes it."""
+    DONE = "done"
+    ABANDONED = "abandoned"
+    """Given up (``--restart``, superseded, refused before any operation); never resumed."""
+
+
+class Outcome(StrEnum):
     """Outcomes of an operation row (NULL while the result is unknown)."""
 
-    DONE: Final = "done"
+    DONE = "done"
     """TikTok accepted the operation (or reconciliation found it applied)."""
-    ABSENT: Final = "absent"
+    ABSENT = "absent"
     """Reconciliation found the operation was never applied."""
-    BUSY: Final = "busy"
+    BUSY = "busy"
     """Refused because another operation was running; nothing happened."""
-    QUOTA: Final = "quota"
+    QUOTA = "quota"
     """Refused because a daily quota was used up; nothing happened."""
-    FAILED: Final = "failed"
+    FAILED = "failed"
     """Refused for another reason; nothing happened."""
 
-    NOT_APPLIED: Final = frozenset({ABSENT, BUSY, QUOTA, FAILED})
+    @staticmethod
+    def applied_or_unknown(outcome: Outcome | None) -> bool:
+        """Whether TikTok applied, or may have applied, an operation of this outcome."""
+        return outcome is None or outcome is Outcome.DONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +153,7 @@ class JobRow:
     action: str
     fingerprint: dict[str, Any]
     resumable: bool
-    status: str
+    status: JobStatus
     audience_id: str | None
     calculate_type: str | None
     prepared: dict[str, Any] | None
@@ -157,7 +183,7 @@ class OperationRow:
     file_paths: tuple[str, ...]
     detail: dict[str, Any]
     intent_at: float
-    outcome: str | None
+    outcome: Outcome | None
     result_at: float | None
 
 
@@ -179,7 +205,7 @@ def _job(row: sqlite3.Row) -> JobRow:
         action=row["action"],
         fingerprint=json.loads(row["fingerprint"]),
         resumable=bool(row["resumable"]),
-        status=row["status"],
+        status=JobStatus(row["status"]),
         audience_id=row["audience_id"],
         calculate_type=row["calculate_type"],
         prepared=_loads(row["prepared"]),
@@ -211,7 +237,7 @@ def _operation(row: sqlite3.Row) -> OperationRow:
         file_paths=tuple(json.loads(row["file_paths"])),
         detail=json.loads(row["detail"]),
         intent_at=row["intent_at"],
-        outcome=row["outcome"],
+        outcome=None if row["outcome"] is None else Outcome(row["outcome"]),
         result_at=row["result_at"],
     )
 
@@ -293,8 +319,11 @@ class Journal:
                 raise StateError(f"the journal {self.path} is corrupt: {check}")
             if version < SCHEMA_VERSION:
                 # executescript commits on its own, so the script carries its transaction.
+                steps = "".join(
+                    _UPGRADES[v] for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1)
+                )
                 db.executescript(
-                    f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
+                    f"BEGIN IMMEDIATE;{_SCHEMA}{steps}PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
                 )
         except sqlite3.Error as exc:
             db.close()
@@ -368,32 +397,28 @@ class Journal:
         Raises StateError at once when another process holds it.
         """
         locks = self.state_dir / "locks"
-        name = hashlib.sha256(key.encode()).hexdigest()[:24]
-        try:
-            locks.mkdir(mode=0o700, exist_ok=True)
-            fd = os.open(locks / f"job-{name}.lock", os.O_CREAT | os.O_RDWR, 0o600)
-        except OSError as exc:
-            raise StateError(f"cannot create a lock file in {locks}: {exc.strerror}") from exc
-        try:
+        path = locks / f"job-{hashlib.sha256(key.encode()).hexdigest()[:24]}.lock"
+        with contextlib.ExitStack() as stack:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                locks.mkdir(mode=0o700, exist_ok=True)
+                stack.enter_context(exclusive_lock(path, blocking=False))
+            except LockHeld:
                 raise StateError(
                     "another asyncsync process is running this same job right now "
-                    f"(lock {locks / f'job-{name}.lock'}); wait for it to finish"
+                    f"(lock {path}); wait for it to finish"
                 ) from None
+            except OSError as exc:
+                raise StateError(f"cannot create a lock file in {locks}: {exc.strerror}") from exc
             yield
-        finally:
-            os.close(fd)
 
     # -- jobs ------------------------------------------------------------------------------
 
     def find_job(self, key: str) -> JobRow | None:
         """The latest resumable job of ``key`` that is not abandoned, if any."""
         rows = self._read(
-            "SELECT * FROM jobs WHERE key = ? AND resumable = 1 AND status != 'abandoned' "
+            "SELECT * FROM jobs WHERE key = ? AND resumable = 1 AND status != ? "
             "ORDER BY id DESC LIMIT 1",
-            (key,),
+            (key, JobStatus.ABANDONED),
         )
         return _job(rows[0]) if rows else None
 
@@ -419,7 +444,7 @@ class Journal:
         cur = self._write(
             "INSERT INTO jobs (key, api_base, advertiser_id, target, action, fingerprint, "
             "resumable, status, audience_id, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 api_base.rstrip("/"),
@@ -428,6 +453,7 @@ class Journal:
                 action,
                 _dumps(fingerprint),
                 int(resumable),
+                JobStatus.ACTIVE,
                 audience_id,
                 now,
                 now,
@@ -437,17 +463,11 @@ class Journal:
         return self.get_job(cur.lastrowid)
 
     def set_status(
-        self, job_id: int, status: str, *, now: float, result: dict[str, Any] | None = None
+        self, job_id: int, status: JobStatus, *, now: float, result: dict[str, Any] | None = None
     ) -> None:
         self._write(
             "UPDATE jobs SET status = ?, result = coalesce(?, result), updated_at = ? WHERE id = ?",
             (status, None if result is None else _dumps(result), now, job_id),
-        )
-
-    def set_audience(self, job_id: int, audience_id: str, *, now: float) -> None:
-        self._write(
-            "UPDATE jobs SET audience_id = ?, updated_at = ? WHERE id = ?",
-            (audience_id, now, job_id),
         )
 
     def set_prepared(
@@ -553,7 +573,7 @@ class Journal:
     def finish_operation(
         self,
         op_id: int,
-        outcome: str,
+        outcome: Outcome,
         *,
         now: float,
         audience_id: str | None = None,
@@ -604,7 +624,7 @@ class Journal:
         rows = self._read(
             "SELECT * FROM operations WHERE api_base = ? AND advertiser_id = ? "
             "AND audience_id = ? AND intent_at >= ? AND intent_at < ? "
-            "AND (outcome IS NULL OR outcome = 'done') ORDER BY id",
-            (api_base.rstrip("/"), advertiser_id, audience_id, start, end),
+            "AND (outcome IS NULL OR outcome = ?) ORDER BY id",
+            (api_base.rstrip("/"), advertiser_id, audience_id, start, end, Outcome.DONE),
         )
         return [_operation(r) for r in rows]

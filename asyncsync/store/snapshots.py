@@ -28,7 +28,6 @@ last mirrored under that name, for ``--name NAME --action mirror``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -41,6 +40,7 @@ from typing import Any, BinaryIO, Final
 import xxhash
 
 from asyncsync.errors import StateError
+from asyncsync.store._fs import atomic_write_bytes, exclusive_lock, fsync_dir
 
 __all__ = [
     "HEADER_BYTES",
@@ -205,14 +205,6 @@ class Snapshot:
         return bool(self.body_ok)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class SnapshotStore:
     """The snapshots of one state directory (``STATE_DIR/snapshots``)."""
 
@@ -314,7 +306,7 @@ class SnapshotStore:
                 os.close(fd)
             os.chmod(pending.path, 0o600)
             os.replace(pending.path, dest)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         except OSError as exc:
             raise StateError(f"cannot record the snapshot {dest}: {exc.strerror or exc}") from exc
         return dest
@@ -337,15 +329,14 @@ class SnapshotStore:
     def _index_lock(self) -> Iterator[Path]:
         self._ensure()
         index = self.root / INDEX_NAME
-        try:
-            fd = os.open(self.root / (INDEX_NAME + ".lock"), os.O_CREAT | os.O_RDWR, 0o600)
-        except OSError as exc:
-            raise StateError(f"cannot lock {index}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(
+                    exclusive_lock(self.root / (INDEX_NAME + ".lock"), blocking=True)
+                )
+            except OSError as exc:
+                raise StateError(f"cannot lock {index}: {exc.strerror or exc}") from exc
             yield index
-        finally:
-            os.close(fd)
 
     def _read_index(self, index: Path) -> dict[str, Any]:
         try:
@@ -378,13 +369,8 @@ class SnapshotStore:
             if names.get(key) == audience_id:
                 return
             names[key] = audience_id
-            tmp = index.with_name(INDEX_NAME + ".tmp")
+            body = json.dumps({"version": 1, "names": names}, indent=1, sort_keys=True)
             try:
-                with open(tmp, "w", encoding="utf-8") as f:
-                    json.dump({"version": 1, "names": names}, f, indent=1, sort_keys=True)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, index)
-                _fsync_dir(self.root)
+                atomic_write_bytes(index, body.encode())
             except OSError as exc:
                 raise StateError(f"cannot write {index}: {exc.strerror or exc}") from exc

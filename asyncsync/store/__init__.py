@@ -1,0 +1,2 @@
+"""What a state directory holds between runs: the job journal (:mod:`.journal`) and the
+snapshots of mirrored audiences (:mod:`.snapshots`)."""
