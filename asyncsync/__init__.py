@@ -22,9 +22,9 @@ from asyncsync.errors import (
 from asyncsync.rules.limits import Action, CalculateType, HashAlgo, IdType
 
 if TYPE_CHECKING:
+    from asyncsync.jobs import SyncResult, sync_audience
     from asyncsync.pipeline import PartInfo, PrepareOptions, PrepareResult, prepare
     from asyncsync.sandbox import FaultConfig, Sandbox, SandboxConfig
-    from asyncsync.sync import SyncResult, sync_audience
     from asyncsync.tiktok import (
         AccessToken,
         Audience,
@@ -52,11 +52,11 @@ _LAZY: dict[str, str] = {
     "RetryPolicy": "asyncsync.tiktok",
     "Sandbox": "asyncsync.sandbox",
     "SandboxConfig": "asyncsync.sandbox",
-    "SyncResult": "asyncsync.sync",
+    "SyncResult": "asyncsync.jobs",
     "TikTokClient": "asyncsync.tiktok",
     "UploadedFile": "asyncsync.tiktok",
     "prepare": "asyncsync.pipeline",
-    "sync_audience": "asyncsync.sync",
+    "sync_audience": "asyncsync.jobs",
 }
 
 

@@ -24,7 +24,7 @@ def test_every_exported_name_resolves_to_its_defining_module() -> None:
 
 
 def test_importing_the_package_does_not_load_the_http_stack() -> None:
-    code = "import sys, asyncsync; print('aiohttp' in sys.modules, 'asyncsync.sync' in sys.modules)"
+    code = "import sys, asyncsync; print('aiohttp' in sys.modules, 'asyncsync.jobs' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()

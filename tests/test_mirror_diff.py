@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asyncsync.errors import StateError
-from asyncsync.mirror import choose_mode, diff_parts
+from asyncsync.jobs.mirror.diff import diff_parts
+from asyncsync.jobs.mirror.plan import choose_mode
 from asyncsync.pipeline.parts import PartInfo
 from asyncsync.store.snapshots import Snapshot, SnapshotStore, SnapshotWriter
 

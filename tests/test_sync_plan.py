@@ -8,15 +8,8 @@ from pathlib import Path
 import pytest
 
 from asyncsync.errors import InputError, UsageError
-from asyncsync.syncplan import (
-    JobSpec,
-    build_steps,
-    describe_change,
-    epoch_of,
-    floor_problem,
-    input_fingerprint,
-    utc_day_bounds,
-)
+from asyncsync.jobs.plan import build_steps, epoch_of, floor_problem, utc_day_bounds
+from asyncsync.jobs.spec import JobSpec, describe_change, input_fingerprint
 
 
 def test_create_sends_the_first_batch_then_appends_the_rest() -> None:

@@ -1,6 +1,6 @@
 """``asyncsync sync``: prepare the inputs, upload the parts and create or update the audience.
 
-Exit codes (DESIGN.md section 3): 0 done, 1 failed after retries, 2 bad usage or input, 3 paused
+Exit codes (``docs/jobs.md``): 0 done, 1 failed after retries, 2 bad usage or input, 3 paused
 (a quota or a running operation; the same command resumes), 130 interrupted (the journal stays
 consistent, the same command resumes).
 """
@@ -35,6 +35,7 @@ from asyncsync.cli.common import (
 from asyncsync.cli.progress import CliReporter, summary_table
 from asyncsync.credentials import resolve_access_token
 from asyncsync.errors import InputError, Paused, UsageError
+from asyncsync.jobs.spec import CLI_NAMES, DEFAULT_REPLACE_THRESHOLD, JobSpec
 from asyncsync.rules.limits import DEFAULT_API_BASE, MAX_FILE_PATHS_PER_CALL
 
 if TYPE_CHECKING:
@@ -74,26 +75,8 @@ def _check_inputs(inputs: tuple[str, ...]) -> None:
 
 
 def _check_target(name: str | None, audience_id: str | None, action: str | None) -> None:
-    if audience_id is not None and name is not None:
-        raise UsageError("give either --name NAME or --audience-id ID, not both")
-    if audience_id is not None:
-        if action is None:
-            raise UsageError(
-                "--audience-id needs --action append|remove|replace|mirror "
-                "(TikTok's default, REPLACE, is too destructive to be implied)"
-            )
-        if not audience_id.strip():
-            raise UsageError("--audience-id must not be empty")
-    elif name is None:
-        raise UsageError(
-            "say which audience: --name NAME creates one, --audience-id ID --action ACTION "
-            "updates one"
-        )
-    elif action not in (None, "mirror"):
-        raise UsageError(
-            f"--action {action} needs --audience-id ID; with --name only mirror applies "
-            "(without --action, --name creates a new audience)"
-        )
+    """The library's own check of the target, its refusals naming the command's options."""
+    JobSpec.check_target(name, audience_id, action, names=CLI_NAMES)
 
 
 @click.command("sync")
@@ -141,7 +124,7 @@ def _check_target(name: str | None, audience_id: str | None, action: str | None)
 @click.option(
     "--replace-threshold",
     type=click.FloatRange(min=0),
-    default=0.5,
+    default=DEFAULT_REPLACE_THRESHOLD,
     show_default=True,
     metavar="FRACTION",
     help="mirror: send a REPLACE instead of APPEND + REMOVE when the added and removed IDs "
@@ -269,7 +252,7 @@ async def _run(
     job: dict[str, Any],
     options: dict[str, Any],
 ) -> tuple[dict[str, Any], int | None]:
-    from asyncsync.sync import sync_audience
+    from asyncsync.jobs import sync_audience
     from asyncsync.tiktok.client import TikTokClient
 
     async with contextlib.AsyncExitStack() as stack:

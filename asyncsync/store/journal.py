@@ -45,6 +45,7 @@ __all__ = [
     "JobRow",
     "JobStatus",
     "Journal",
+    "OperationKind",
     "OperationRow",
     "Outcome",
     "PartRow",
@@ -123,6 +124,15 @@ class JobStatus(StrEnum):
     """Given up (``--restart``, superseded, refused before any operation); never resumed."""
 
 
+class OperationKind(StrEnum):
+    """The kind of an operation row: a create, or the TikTok action of an update."""
+
+    CREATE = "create"
+    APPEND = "APPEND"
+    REMOVE = "REMOVE"
+    REPLACE = "REPLACE"
+
+
 class Outcome(StrEnum):
     """Outcomes of an operation row (NULL while the result is unknown)."""
 
@@ -178,7 +188,7 @@ class OperationRow:
     id: int
     job_id: int
     audience_id: str | None
-    kind: str
+    kind: OperationKind
     batch: int
     file_paths: tuple[str, ...]
     detail: dict[str, Any]
@@ -232,7 +242,7 @@ def _operation(row: sqlite3.Row) -> OperationRow:
         id=row["id"],
         job_id=row["job_id"],
         audience_id=row["audience_id"],
-        kind=row["kind"],
+        kind=OperationKind(row["kind"]),
         batch=row["batch"],
         file_paths=tuple(json.loads(row["file_paths"])),
         detail=json.loads(row["detail"]),
@@ -544,7 +554,7 @@ class Journal:
         self,
         job: JobRow,
         *,
-        kind: str,
+        kind: OperationKind,
         batch: int,
         audience_id: str | None,
         file_paths: Iterable[str],

@@ -2,12 +2,13 @@
 
 The prepare stage writes parts that, read in index order, are one sorted stream of unique
 digests (hex lines of equal length). The snapshot (:mod:`asyncsync.store.snapshots`) holds the
-digests last delivered, sorted, in binary. :func:`diff_parts` merges the two sorted streams block by
-block and writes
+digests last delivered, sorted, in binary. :func:`diff_parts` merges the two sorted streams
+block by block and writes
 
 - the added digests (in the export, not in the snapshot) and the removed ones (in the snapshot,
-  not in the export) as part files: hex lines, capped at ``max_file_bytes``, MD5 computed while
-  writing, renamed when complete;
+  not in the export) as part files by the pipeline's part writer (hex lines, capped at
+  ``max_file_bytes``, MD5 computed while writing, renamed when complete), from a binary spill
+  of each side;
 - the new snapshot body (the export's digests, binary), to be sealed once TikTok accepted the
   operations.
 
@@ -16,58 +17,31 @@ Memory is flat: at most ``2 * block_rows`` digests of each side are held at once
 of SHA256 is about 300 MB), whatever the sizes of the export and the snapshot. Time and disk are
 linear: each side is read once; the export's digests are written once more as the new snapshot.
 
-:func:`choose_mode` decides between the diff (APPEND + REMOVE), a REPLACE and nothing at all.
+The choice between the diff, a REPLACE and nothing is
+:func:`asyncsync.jobs.mirror.plan.choose_mode`.
 """
 
 from __future__ import annotations
 
 import binascii
-import hashlib
-import math
-import os
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from asyncsync.errors import StateError, UsageError
-from asyncsync.pipeline.parts import PartInfo
+from asyncsync.pipeline.parts import PartInfo, PartSource, rows_per_part, write_part
 from asyncsync.store.snapshots import PendingSnapshot, Snapshot, SnapshotWriter
 
-__all__ = [
-    "DEFAULT_REPLACE_THRESHOLD",
-    "MODE_CREATE",
-    "MODE_DIFF",
-    "MODE_NOTHING",
-    "MODE_REPLACE",
-    "DiffResult",
-    "MirrorDecision",
-    "check_replace_threshold",
-    "choose_mode",
-    "diff_parts",
-]
+__all__ = ["DiffResult", "diff_parts"]
 
-DEFAULT_REPLACE_THRESHOLD: Final = 0.5
-"""REPLACE instead of APPEND + REMOVE when ``added + removed`` exceeds this fraction of the
-audience as last delivered. At 0.5 the diff still uploads at most about half the bytes of a
-REPLACE, and TikTok's one REPLACE a day stays free for the days that need it."""
 DEFAULT_BLOCK_ROWS: Final = 1 << 20
-MODE_CREATE: Final = "create"
-MODE_DIFF: Final = "diff"
-MODE_NOTHING: Final = "nothing"
-MODE_REPLACE: Final = "replace"
 
 Digests = npt.NDArray[np.void]  # really fixed-width bytes ("S<size>"), one digest a row
-
-
-def check_replace_threshold(value: object) -> float:
-    """``value`` as a threshold (a number >= 0; ``inf`` never chooses REPLACE for size)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise UsageError(f"replace_threshold must be a number >= 0, not {value!r}")
-    return float(value)
 
 
 # -- reading the export's parts ------------------------------------------------------------
@@ -114,91 +88,49 @@ def _iter_snapshot(snapshot: Snapshot, block_rows: int) -> Iterator[Digests]:
 # -- writing diff parts --------------------------------------------------------------------
 
 
-class _HexPartWriter:
-    """Capped hex part files ``<prefix>-NNNNN.txt`` with their MD5, renamed when complete."""
+class _DiffSide:
+    """One side of the diff (added or removed): its digests spilled in binary to
+    ``<prefix>.bin``, then written as capped hex part files by the pipeline's own part writer
+    (``<prefix>/part-NNNNN.txt``, MD5 computed while writing, renamed when complete)."""
 
     def __init__(
         self, out_dir: Path, prefix: str, digest_size: int, max_file_bytes: int, rel: str
     ) -> None:
-        self.out_dir = out_dir
-        self.prefix = prefix
+        self.dir = out_dir / prefix
+        self.spill = out_dir / f"{prefix}.bin"
         self.size = digest_size
-        self.rel = rel
-        self.per_part = max_file_bytes // (2 * digest_size + 1)
+        self.rel = f"{rel}/{prefix}" if rel else prefix
+        self.per_part = rows_per_part(max_file_bytes, digest_size)
         if self.per_part < 1:
             raise UsageError(f"max_file_bytes {max_file_bytes} holds no {2 * digest_size}-hex line")
-        self.parts: list[PartInfo] = []
         self.rows = 0
-        self._out: _OpenPart | None = None
+        self._f: BinaryIO | None = None
 
     def write(self, block: Digests) -> None:
-        raw = block.tobytes()
-        n = len(block)
-        self.rows += n
-        done = 0
-        while done < n:
-            if self._out is None:
-                index = len(self.parts) + 1
-                self._out = _OpenPart(self.out_dir, f"{self.prefix}-{index:05d}.txt", index)
-            take = min(n - done, self.per_part - self._out.rows)
-            self._out.write(raw[done * self.size : (done + take) * self.size], self.size)
-            done += take
-            if self._out.rows == self.per_part:
-                self._close_part()
-
-    def _close_part(self) -> None:
-        assert self._out is not None
-        self.parts.append(self._out.finish(self.rel))
-        self._out = None
+        if self._f is None:
+            self._f = open(self.spill, "wb")
+        self._f.write(block.tobytes())
+        self.rows += len(block)
 
     def close(self) -> list[PartInfo]:
-        if self._out is not None:
-            self._close_part()
-        return self.parts
+        if self._f is None:
+            return []
+        self._f.close()
+        self._f = None
+        self.dir.mkdir(exist_ok=True)
+        parts = []
+        for k, first in enumerate(range(0, self.rows, self.per_part), start=1):
+            source = PartSource(str(self.spill), first, min(first + self.per_part, self.rows))
+            part = write_part(k, [source], self.size, str(self.dir))
+            parts.append(dataclasses.replace(part, file=f"{self.rel}/{part.file}"))
+        self.spill.unlink()
+        return parts
 
     def abort(self) -> None:
-        if self._out is not None:
-            self._out.abort()
-            self._out = None
-
-
-class _OpenPart:
-    def __init__(self, out_dir: Path, name: str, index: int) -> None:
-        self.final = out_dir / name
-        self.tmp = out_dir / (name + ".tmp")
-        self.name = name
-        self.index = index
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.bytes = 0
-        self.rows = 0
-        self.f = open(self.tmp, "wb")
-
-    def write(self, raw: bytes, size: int) -> None:
-        n = len(raw) // size
-        width = 2 * size
-        lines = np.empty((n, width + 1), dtype=np.uint8)
-        lines[:, :width] = np.frombuffer(binascii.hexlify(raw), dtype=np.uint8).reshape(n, width)
-        lines[:, width] = 10
-        self.md5.update(lines.data)
-        self.f.write(lines.data)
-        self.bytes += lines.nbytes
-        self.rows += n
-
-    def finish(self, rel: str) -> PartInfo:
-        self.f.close()
-        os.replace(self.tmp, self.final)
-        return PartInfo(
-            index=self.index,
-            file=f"{rel}/{self.name}" if rel else self.name,
-            path=self.final,
-            bytes=self.bytes,
-            rows=self.rows,
-            md5=self.md5.hexdigest(),
-        )
-
-    def abort(self) -> None:
-        self.f.close()
-        self.tmp.unlink(missing_ok=True)
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        self.spill.unlink(missing_ok=True)
 
 
 # -- the diff ------------------------------------------------------------------------------
@@ -253,17 +185,17 @@ def diff_parts(
 ) -> DiffResult:
     """Merge the export's parts (``new_parts`` in index order) with the ``old`` snapshot.
 
-    Writes ``added-NNNNN.txt`` and ``removed-NNNNN.txt`` into ``out_dir`` (only when
-    ``write_diff``; their :attr:`PartInfo.file` is ``rel/name``) and the new snapshot body to
-    ``snapshot_path`` (when given). Synchronous and CPU/IO bound: run it in a thread. Raises
-    :class:`StateError` when the parts are not sorted and unique.
+    Writes ``added/part-NNNNN.txt`` and ``removed/part-NNNNN.txt`` into ``out_dir`` (only when
+    ``write_diff``; their :attr:`PartInfo.file` is ``rel/added/part-NNNNN.txt``...) and the
+    new snapshot body to ``snapshot_path`` (when given). Synchronous and CPU/IO bound: run it
+    in a thread. Raises :class:`StateError` when the parts are not sorted and unique.
     """
     if old is not None and old.header.digest_size != digest_size:
         raise StateError("the snapshot's digest size differs from the export's")
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = None if snapshot_path is None else SnapshotWriter(snapshot_path, digest_size)
-    add_w = _HexPartWriter(out_dir, "added", digest_size, max_file_bytes, rel)
-    rem_w = _HexPartWriter(out_dir, "removed", digest_size, max_file_bytes, rel)
+    add_w = _DiffSide(out_dir, "added", digest_size, max_file_bytes, rel)
+    rem_w = _DiffSide(out_dir, "removed", digest_size, max_file_bytes, rel)
     empty = np.empty(0, dtype=f"S{digest_size}")
     new_it = _iter_part_digests(new_parts, digest_size, block_rows)
     old_it: Iterator[Digests] = iter(()) if old is None else _iter_snapshot(old, block_rows)
@@ -330,64 +262,4 @@ def diff_parts(
         old_rows=old_rows,
         snapshot=pending,
         old_ok=old is None or bool(old.body_ok),
-    )
-
-
-# -- the decision --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class MirrorDecision:
-    """How a mirror reaches the export: ``mode`` (create, diff, replace, nothing) and why."""
-
-    mode: str
-    reason: str
-
-
-def choose_mode(
-    *,
-    has_audience: bool,
-    snapshot_problem: str,
-    added: int,
-    removed: int,
-    old_rows: int,
-    replace_threshold: float,
-    replaces_left_today: int,
-    operations_left_today: int,
-    diff_operations: int,
-) -> MirrorDecision:
-    """Pick the operations that make the audience equal to the export.
-
-    - no audience yet: create it with the export;
-    - no trustworthy snapshot (``snapshot_problem`` says why): REPLACE;
-    - nothing added or removed: nothing;
-    - ``added + removed > replace_threshold * old_rows``: REPLACE, unless today's REPLACE is
-      used up and the diff fits in today's operations (the diff is still exact);
-    - otherwise APPEND the added IDs and REMOVE the removed ones.
-    """
-    if not has_audience:
-        return MirrorDecision(mode=MODE_CREATE, reason="first run: the audience is created")
-    if snapshot_problem:
-        return MirrorDecision(
-            mode=MODE_REPLACE, reason=f"no trustworthy snapshot ({snapshot_problem})"
-        )
-    changed = added + removed
-    if changed == 0:
-        return MirrorDecision(mode=MODE_NOTHING, reason="the export equals the last delivery")
-    limit = replace_threshold * old_rows
-    if changed > limit:
-        share = changed / old_rows if old_rows else math.inf
-        why = (
-            f"the diff ({changed:,} IDs) is {share:.0%} of the audience, above the "
-            f"replace threshold of {replace_threshold:.0%}"
-        )
-        if replaces_left_today > 0 or diff_operations > operations_left_today:
-            return MirrorDecision(mode=MODE_REPLACE, reason=why)
-        return MirrorDecision(
-            mode=MODE_DIFF,
-            reason=f"{why}, but today's REPLACE is used up: APPEND + REMOVE instead",
-        )
-    return MirrorDecision(
-        mode=MODE_DIFF,
-        reason=f"{added:,} added and {removed:,} removed IDs since the last delivery",
     )

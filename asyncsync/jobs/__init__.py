@@ -1,0 +1,157 @@
+"""The sync job: prepare, upload and create or update a TikTok audience, exactly once.
+
+:func:`sync_audience` is the public entry. The job's lifecycle is one
+:class:`~asyncsync.jobs.runner.JobRun`, the same for every action; what an action does
+differently is its :class:`~asyncsync.jobs.strategy.JobStrategy` (the direct strategy for
+create, append, remove and replace; the mirror's in :mod:`asyncsync.jobs.mirror`). The rules
+the job follows are in ``docs/jobs.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from asyncsync.errors import UsageError
+from asyncsync.events import Reporter, null_reporter
+from asyncsync.jobs.mirror.strategy import MirrorStrategy
+from asyncsync.jobs.result import SyncResult
+from asyncsync.jobs.runner import JobRun, as_inputs, default_state_dir
+from asyncsync.jobs.spec import (
+    DEFAULT_REPLACE_THRESHOLD,
+    JobAction,
+    JobSpec,
+    RunSettings,
+    input_fingerprint,
+)
+from asyncsync.jobs.strategy import DirectStrategy, JobStrategy
+from asyncsync.pipeline.prepare import PrepareOptions
+from asyncsync.rules.limits import MAX_FILE_PATHS_PER_CALL, calculate_type
+from asyncsync.store.journal import Journal
+from asyncsync.store.snapshots import SnapshotStore
+from asyncsync.tiktok.client import TikTokClient
+
+__all__ = ["SyncResult", "default_state_dir", "sync_audience"]
+
+
+async def sync_audience(
+    client: TikTokClient,
+    *inputs: str | os.PathLike[str],
+    advertiser_id: str,
+    name: str | None = None,
+    audience_id: str | None = None,
+    action: str | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    concurrency: int = 8,
+    paths_per_call: int = MAX_FILE_PATHS_PER_CALL,
+    max_wait: float = 900.0,
+    dry_run: bool = False,
+    restart: bool = False,
+    reporter: Reporter = null_reporter,
+    clock: Callable[[], float] = time.time,
+    poll_interval: float = 1.0,
+    replace_threshold: float = DEFAULT_REPLACE_THRESHOLD,
+    **prepare_options: Any,
+) -> SyncResult:
+    """Prepare ``inputs``, upload the parts and create or update a TikTok audience.
+
+    ``name`` creates a new audience (``action`` None or ``"create"``); ``audience_id`` with
+    ``action`` ``"append"``, ``"remove"`` or ``"replace"`` updates one. ``prepare_options`` are the
+    fields of :class:`~asyncsync.pipeline.prepare.PrepareOptions` (``id_type``, ``hash_algo``,
+    ``column``, ``max_file_bytes``, ``workers``...). ``concurrency`` uploads run at once;
+    ``paths_per_call`` (1..500) file_paths go in one audience operation; a running operation is
+    waited for (polling every ``poll_interval`` seconds, backing off) at most ``max_wait`` seconds.
+    ``clock`` gives epoch seconds: the journal's timestamps and the UTC day of the daily quotas.
+
+    ``action="mirror"`` (with ``audience_id``, or with ``name``: the audience this tool last
+    mirrored under that name for the advertiser, created on the first run) makes the audience
+    equal to the input by sending only what changed since the last delivery, as recorded in the
+    snapshot store beside the journal: APPEND the added IDs, REMOVE the removed ones. It sends a
+    REPLACE instead when no trustworthy snapshot exists or when ``added + removed`` exceeds
+    ``replace_threshold`` (default 0.5) times the audience as last delivered, and nothing for
+    an empty diff; ``SyncResult.mirror`` says which and why. See :mod:`asyncsync.jobs.mirror`.
+
+    Resuming: the job is identified by (API base, advertiser, name or audience_id, action) and
+    journaled in ``state_dir`` (default :func:`default_state_dir`). Calling again with the same
+    arguments resumes an unfinished job: parts already uploaded are not uploaded again, operations
+    already done are skipped, and an operation whose outcome was lost is reconciled with TikTok's
+    state first (a create is looked up by name, an update in the audience's history), so a job
+    never creates two audiences. When the same job with the same, unchanged input already
+    finished, nothing is sent and its earlier result is returned with ``resumed=True``
+    (``restart=True`` runs it again). A finished job's prepared parts are deleted; the journal
+    keeps their MD5s and file_paths. Standard input (``"-"``) cannot be fingerprinted: a job that
+    reads it is journaled (its operations count against the quotas) but never resumed.
+
+    ``dry_run=True`` takes the real run's path up to its first write (the same job lookup and
+    refusals, the same checks of TikTok's state, the same plan) and returns a result whose
+    ``plan`` lists the parts, bytes, calls and quota use, and the ``problems`` the real run
+    would stop on; it sends nothing but get/list calls and records nothing in the journal.
+    Parts are counted, not kept: each is deleted as soon as prepare finishes it.
+
+    Raises :class:`UsageError` for bad arguments or a plan TikTok would refuse (400 audiences,
+    the 1,000-member floor), :class:`InputError` for unusable input, :class:`StateError` for an
+    unusable journal (before any network call), :class:`InputChangedError` when the input
+    changed since the unfinished job began, :class:`Paused` when a daily quota or a running
+    operation stops progress (``exc.result`` is a :class:`SyncResult` with ``paused=True``), and
+    other :class:`AsyncSyncError` subclasses for failures after retries.
+    """
+    spec = JobSpec.from_arguments(
+        advertiser_id=advertiser_id, name=name, audience_id=audience_id, action=action
+    )
+    if not inputs:
+        raise UsageError("give at least one input file (or - for standard input)")
+    settings = RunSettings(
+        concurrency=concurrency,
+        paths_per_call=paths_per_call,
+        max_wait=max_wait,
+        poll_interval=poll_interval,
+        replace_threshold=replace_threshold,
+    )
+    options = _prepare_options(prepare_options)
+    try:
+        ct = calculate_type(options.id_type, options.hash_algo).value
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    fingerprint, resumable = input_fingerprint(inputs, options.fingerprint(), paths_per_call)
+    state = Path(state_dir) if state_dir is not None else default_state_dir()
+    with Journal(state) as journal:
+        strategy: JobStrategy = (
+            MirrorStrategy(SnapshotStore(journal.state_dir))
+            if spec.action is JobAction.MIRROR
+            else DirectStrategy(spec.action)
+        )
+        run = JobRun(
+            client=client,
+            inputs=as_inputs(inputs),
+            spec=spec,
+            settings=settings,
+            options=options,
+            calculate_type=ct,
+            fingerprint=fingerprint,
+            resumable=resumable,
+            journal=journal,
+            reporter=reporter,
+            clock=clock,
+            strategy=strategy,
+        )
+        if dry_run:
+            return await run.dry_run(restart=restart)
+        with journal.lock(run.key):
+            return await run.run(restart=restart)
+
+
+def _prepare_options(fields: dict[str, Any]) -> PrepareOptions:
+    if "options" in fields:
+        given = fields.pop("options")
+        if fields:
+            raise UsageError("pass either options=PrepareOptions(...) or option fields, not both")
+        if given is not None and not isinstance(given, PrepareOptions):
+            raise UsageError("options must be a PrepareOptions")
+        return given or PrepareOptions()
+    try:
+        return PrepareOptions(**fields)
+    except TypeError as exc:
+        raise UsageError(f"unknown prepare option: {exc}") from None

@@ -1,0 +1,141 @@
+"""Settling operations of unknown outcome: an intent the journal holds without a result (the
+process died, or the answer was lost) is decided by reading TikTok's state before the job acts
+again. A create is looked up by name, an update in the audience's history.
+
+Erring is only ever allowed in one direction: an update that did happen may be taken as absent
+(it is sent again, costing one daily operation), never the reverse (a batch lost); a create is
+adopted when an audience of its name appeared that nothing else in the journal owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from asyncsync.errors import UsageError
+from asyncsync.jobs.plan import epoch_of
+from asyncsync.jobs.spec import JobSpec
+from asyncsync.store.journal import Journal, OperationKind, OperationRow, Outcome
+from asyncsync.tiktok.client import TikTokClient
+from asyncsync.tiktok.wire import Audience
+
+__all__ = ["HISTORY_SIZE", "Reconciler", "get_audience"]
+
+HISTORY_SIZE: Final = 50
+"""History entries read when reconciling an update whose outcome is unknown."""
+HISTORY_SLACK_S: Final = 2.0
+"""TikTok's ``opt_time`` has one-second resolution: allow for it when matching an intent."""
+RECONCILE_LOOKS: Final = 3
+"""Times the audience list is read before concluding that a create did not happen."""
+
+
+async def get_audience(
+    client: TikTokClient, advertiser_id: str, audience_id: str, history_size: int | None = None
+) -> Audience:
+    """The audience as TikTok shows it now; UsageError when the advertiser has no such one."""
+    found = await client.get_audiences(advertiser_id, [audience_id], history_size=history_size)
+    for audience in found:
+        if audience.audience_id == audience_id:
+            return audience
+    raise UsageError(f"audience {audience_id} was not found for advertiser {advertiser_id}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reconciler:
+    """Decides, from TikTok's state, the outcome of a job's operations the journal lacks."""
+
+    client: TikTokClient
+    journal: Journal
+    spec: JobSpec
+    api_base: str
+    clock: Callable[[], float]
+    poll_interval: float
+
+    async def settle(self, job_id: int, audience_id: str | None) -> list[str]:
+        """Settle every operation of the job whose outcome is unknown; returns the audiences
+        that creates were found to have made (adopted by the job)."""
+        adopted: list[str] = []
+        for op in self.journal.operations(job_id):
+            if op.outcome is not None:
+                continue
+            if op.kind is OperationKind.CREATE:
+                made = await self.create(op)
+                if made is not None:
+                    adopted.append(made)
+                    audience_id = made
+            else:
+                await self.update(op, op.audience_id or audience_id)
+        return adopted
+
+    async def create(self, op: OperationRow) -> str | None:
+        """Did this create happen? Look for an audience of that name that did not exist before
+        the intent and that no journaled job owns; adopt it (the journal makes it the job's
+        audience), or record that none was made. Returns the adopted audience."""
+        name = self.spec.name
+        known = set(op.detail.get("known_ids", ())) | self.journal.claimed_audience_ids(
+            self.api_base, self.spec.advertiser_id
+        )
+        candidates: list[Audience] = []
+        for attempt in range(RECONCILE_LOOKS):
+            if attempt:
+                # A create that did happen may take a moment to show in the list.
+                await asyncio.sleep(self.poll_interval * attempt)
+            audiences = await self.client.list_audiences(self.spec.advertiser_id)
+            candidates = [a for a in audiences if a.name == name and a.audience_id not in known]
+            if candidates:
+                break
+        if not candidates:
+            self.journal.finish_operation(
+                op.id, Outcome.ABSENT, now=self.clock(), detail={"reconciled": True}
+            )
+            return None
+
+        def created(a: Audience) -> tuple[float, str]:
+            t = epoch_of(a.create_time)
+            return (t if t is not None else float("inf"), a.audience_id)
+
+        adopted = min(candidates, key=created)
+        self.journal.finish_operation(
+            op.id,
+            Outcome.DONE,
+            now=self.clock(),
+            audience_id=adopted.audience_id,
+            detail={"reconciled": True},
+        )
+        return adopted.audience_id
+
+    async def update(self, op: OperationRow, audience_id: str | None) -> bool:
+        """Did this update happen? Count the audience's history entries of its action since the
+        intent, minus those the journal already attributes to other operations."""
+        assert audience_id is not None
+        audience = await get_audience(
+            self.client, self.spec.advertiser_id, audience_id, history_size=HISTORY_SIZE
+        )
+        window = op.intent_at - HISTORY_SLACK_S
+        seen = 0
+        for entry in audience.history:
+            at = epoch_of(entry.opt_time)
+            if at is not None and at >= window and entry.action.upper() == op.kind:
+                seen += 1
+        # Our own operations that TikTok may have stamped inside the window: any whose answer
+        # came after its start, and any of another job whose outcome is still unknown (an
+        # abandoned job's). Erring this way can only make a done operation look absent (it
+        # is sent again, costing one daily operation), never the reverse (a batch lost).
+        others = [
+            o
+            for o in self.journal.operations_on(self.api_base, self.spec.advertiser_id, audience_id)
+            if o.id != op.id
+            and o.kind is op.kind
+            and Outcome.applied_or_unknown(o.outcome)
+            and (o.result_at if o.result_at is not None else o.intent_at) >= window
+        ]
+        applied = seen > len(others)
+        self.journal.finish_operation(
+            op.id,
+            Outcome.DONE if applied else Outcome.ABSENT,
+            now=self.clock(),
+            detail={"reconciled": True},
+        )
+        return applied

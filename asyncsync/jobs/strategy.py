@@ -1,0 +1,240 @@
+"""What varies between sync actions, behind one Protocol: which audience a job works on, what it
+prepares and uploads, which operations it sends, and what follows them.
+
+:class:`DirectStrategy` is create, append, remove and replace: the export's parts are uploaded
+as prepare finishes them and sent in batches. The mirror's strategy lives in
+:mod:`asyncsync.jobs.mirror.strategy`. A strategy keeps its own state and drives the run only
+through the run's public members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from asyncsync.errors import UsageError
+from asyncsync.events import PartUploaded
+from asyncsync.jobs.plan import PlanReport, Step, build_steps, floor_problem
+from asyncsync.jobs.spec import JobAction
+from asyncsync.jobs.uploads import PartUpload, first_error
+from asyncsync.pipeline.parts import PartInfo
+from asyncsync.pipeline.prepare import PrepareResult, prepare
+from asyncsync.store.journal import JobRow, JobStatus
+
+if TYPE_CHECKING:
+    from asyncsync.jobs.runner import JobRun
+
+__all__ = ["DirectStrategy", "JobStrategy"]
+
+
+class JobStrategy(Protocol):
+    """The action-specific half of a sync job (the run, :class:`~asyncsync.jobs.runner.JobRun`,
+    is the other)."""
+
+    supersedes_changed_input: bool
+    """Whether an unfinished job whose input files changed is abandoned for a new one (mirror:
+    the newest export is what the audience must equal) instead of refused with
+    InputChangedError (the others: abandoning would drop the old input's unsent batches)."""
+
+    async def resolve_target(self, run: JobRun, restart: bool, *, dry: bool) -> str | None:
+        """The audience a new job starts with (None: it creates one). ``dry``: write nothing."""
+        ...
+
+    def is_stale(self, run: JobRun, job: JobRow) -> bool:
+        """Whether the unfinished ``job``'s journaled plan no longer fits the audience, so a
+        new job must plan again."""
+        ...
+
+    async def prepare_and_upload(self, run: JobRun) -> None:
+        """Prepare the input into the job's work dir, journal the parts and upload them."""
+        ...
+
+    def steps(self, run: JobRun) -> list[Step]:
+        """The job's operations, from the journal (after :meth:`prepare_and_upload`)."""
+        ...
+
+    async def before_operations(self, run: JobRun, steps: Sequence[Step], *, first: bool) -> None:
+        """Refuse or pause before the operations (``first``: none is done yet)."""
+        ...
+
+    def on_audience_created(self, run: JobRun, audience_id: str) -> None:
+        """A create of this job made (or reconciliation adopted) ``audience_id``."""
+        ...
+
+    async def after_operations(self, run: JobRun) -> None:
+        """Every operation is done (also on a rerun that found nothing left to send)."""
+        ...
+
+    def result_extras(self, run: JobRun) -> dict[str, Any]:
+        """Extra fields of the job's :class:`~asyncsync.SyncResult`."""
+        ...
+
+    async def plan(
+        self,
+        run: JobRun,
+        job: JobRow | None,
+        *,
+        audience_id: str | None,
+        cover_num: int | None,
+        problems: list[str],
+    ) -> tuple[PrepareResult, PlanReport]:
+        """The dry run's plan: what a real run continuing ``job`` (None: a new job) on
+        ``audience_id`` would send. ``problems`` holds what the run's checks found so far."""
+        ...
+
+    def dry_result_extras(self, run: JobRun, report: PlanReport) -> dict[str, Any]:
+        """Extra fields of a dry run's :class:`~asyncsync.SyncResult`."""
+        ...
+
+
+class DirectStrategy:
+    """create, append, remove, replace: deliver the export's parts as they are prepared."""
+
+    supersedes_changed_input = False
+
+    def __init__(self, action: JobAction) -> None:
+        self.action = action
+
+    async def resolve_target(self, run: JobRun, restart: bool, *, dry: bool) -> str | None:
+        return run.spec.audience_id
+
+    def is_stale(self, run: JobRun, job: JobRow) -> bool:
+        return False
+
+    async def prepare_and_upload(self, run: JobRun) -> None:
+        """Run prepare into the job's work dir and upload each part as soon as it is final."""
+        job = run.current
+        work = run.work_dir
+        shutil.rmtree(work, ignore_errors=True)
+        work.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        queue: asyncio.Queue[PartInfo | None] = asyncio.Queue(maxsize=run.settings.concurrency)
+
+        async def on_part(part: PartInfo) -> None:
+            row = run.journal.record_part(
+                job.id,
+                index=part.index,
+                file=part.file,
+                bytes=part.bytes,
+                rows=part.rows,
+                md5=part.md5,
+            )
+            if row.file_path is not None:
+                run.reporter(
+                    PartUploaded(
+                        path=str(part.path), file_path=row.file_path, bytes=part.bytes, reused=True
+                    )
+                )
+                return
+            await queue.put(part)
+
+        async def produce() -> PrepareResult:
+            result = await prepare(
+                *run.inputs,
+                out_dir=work,
+                reporter=run.reporter,
+                on_part=on_part,
+                options=run.options,
+            )
+            await queue.put(None)
+            return result
+
+        async def handed_over() -> AsyncIterator[PartUpload]:
+            while (part := await queue.get()) is not None:
+                yield PartUpload(part.index, Path(part.path), part.md5)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                producer = tg.create_task(produce())
+                tg.create_task(run.uploader().upload(handed_over()))
+        except BaseExceptionGroup as group:
+            raise first_error(group) from group
+        result = producer.result()
+        run.journal.truncate_parts(job.id, max((p.index for p in result.parts), default=0))
+        run.record_prepared(result, len(result.parts))
+
+    def steps(self, run: JobRun) -> list[Step]:
+        parts = run.journal.parts(run.current.id)
+        return build_steps(self.action, list(parts), run.settings.paths_per_call)
+
+    async def before_operations(self, run: JobRun, steps: Sequence[Step], *, first: bool) -> None:
+        if not first:
+            return
+        rows_of = {i: p.rows for i, p in run.journal.parts(run.current.id).items()}
+        cover: int | None = None
+        audience_id = run.current.audience_id
+        if audience_id is not None and self.action in (JobAction.APPEND, JobAction.REMOVE):
+            audience = await run.wait_idle(audience_id, steps, time.monotonic())
+            cover = audience.cover_num
+        problem = floor_problem(self.action, steps, rows_of, cover)
+        if problem:
+            raise UsageError(f"refusing to start: {problem}")
+
+    def on_audience_created(self, run: JobRun, audience_id: str) -> None:
+        pass
+
+    async def after_operations(self, run: JobRun) -> None:
+        pass
+
+    def result_extras(self, run: JobRun) -> dict[str, Any]:
+        return {}
+
+    async def plan(
+        self,
+        run: JobRun,
+        job: JobRow | None,
+        *,
+        audience_id: str | None,
+        cover_num: int | None,
+        problems: list[str],
+    ) -> tuple[PrepareResult, PlanReport]:
+        result = await count_parts(run)
+        parts = result.parts
+        journaled = run.journal.parts(job.id) if job is not None else {}
+        reused = sum(
+            1
+            for p in parts
+            if (row := journaled.get(p.index)) is not None
+            and row.md5 == p.md5
+            and row.file_path is not None
+        )
+        steps = build_steps(self.action, [p.index for p in parts], run.settings.paths_per_call)
+        done = run.done_batches(job.id) if job is not None else set()
+        if not done and (
+            floor := floor_problem(self.action, steps, {p.index: p.rows for p in parts}, cover_num)
+        ):
+            problems.append(floor)
+        report = PlanReport(
+            audience_id=audience_id,
+            resumes_job=None if job is None else job.id,
+            parts=len(parts),
+            bytes=sum(p.bytes for p in parts),
+            uploads=len(parts) - reused,
+            uploads_reused=reused,
+            steps=tuple(s for s in steps if s.index not in done),
+            quota=run.quota_use(audience_id),
+            problems=tuple(problems),
+            already_done=job is not None and job.status is JobStatus.DONE,
+        )
+        return result, report
+
+    def dry_result_extras(self, run: JobRun, report: PlanReport) -> dict[str, Any]:
+        return {}
+
+
+async def count_parts(run: JobRun) -> PrepareResult:
+    """Prepare the input for a dry run: the counts, part sizes and MD5s a real run would see.
+    Each part is deleted as soon as prepare hands it over, so a dry run holds at most the
+    parts in flight on disk, whatever the input's size."""
+
+    async def drop(part: PartInfo) -> None:
+        await asyncio.to_thread(Path(part.path).unlink, True)
+
+    with tempfile.TemporaryDirectory(prefix="asyncsync-plan-") as tmp:
+        return await prepare(
+            *run.inputs, out_dir=Path(tmp), reporter=run.reporter, on_part=drop, options=run.options
+        )
