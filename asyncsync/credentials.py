@@ -1,6 +1,6 @@
 """Where the access token and the app secret come from, and how the token is stored.
 
-Rules (DESIGN.md section 3): a token never comes from the command line. It is read from
+The rules: a token never comes from the command line. It is read from
 ``TIKTOK_ACCESS_TOKEN``, or from a token file: the one named by ``--access-token-file``, else the
 default ``$XDG_CONFIG_HOME/asyncsync/token`` (``~/.config/asyncsync/token``). A token file that
 its group or others may read is refused, as ssh refuses a private key with loose permissions.

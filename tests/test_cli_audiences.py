@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers.api import ADVERTISER
 
 from asyncsync.cli import main
 from asyncsync.sandbox import Sandbox
 from asyncsync.tiktok.client import TikTokClient
 
-ADVERTISER = "7000000000000000042"
 TOKEN = "tok-SENTINEL-audiences-51c3"
 
 

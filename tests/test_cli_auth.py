@@ -12,13 +12,13 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 from click.testing import CliRunner
+from helpers.api import ADVERTISER
 
 from asyncsync.cli import main
 from asyncsync.sandbox import Sandbox
 
 APP_ID = "7100000000000000001"
 APP_SECRET = "app-secret-SENTINEL-9d2e"
-ADVERTISER = "7000000000000000042"
 
 
 @dataclass

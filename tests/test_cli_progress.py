@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
 from asyncsync.cli.progress import CliReporter, human_bytes, summary_table
@@ -76,12 +77,19 @@ def test_bars_on_a_terminal_show_rows_parts_bytes_and_operations() -> None:
     assert "retry 1 of" in text
 
 
-def test_reporter_never_raises_on_an_unknown_or_odd_event() -> None:
-    con, _ = console(terminal=True)
+@pytest.mark.parametrize("terminal", [True, False])
+def test_odd_events_are_counted_sanely_and_reporting_goes_on(terminal: bool) -> None:
+    con, out = console(terminal=terminal)
     with CliReporter(con) as reporter:
         reporter(Event())
         reporter(UploadProgress(path="x", sent=10, total=0))
         reporter(PartUploaded(path="never-written", file_path="f", bytes=-1, reused=True))
+        assert (reporter.parts_uploaded, reporter.bytes_uploaded) == (1, 0)
+        # The reporter still reports what follows.
+        reporter(PartWritten(index=7, path="/s/part-00007.txt", rows=5, bytes=325, md5="0" * 32))
+        assert reporter.parts_written == 1
+    text = out.getvalue()
+    assert ("parts written" if terminal else "part 7 written: 5 rows") in text
 
 
 def test_summary_table_shows_counts_and_pause() -> None:

@@ -20,15 +20,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers.api import ADVERTISER, CREATE, UPDATE, UPLOAD
 
 from asyncsync.cli import main
 from asyncsync.sandbox import Sandbox
 
 TOKEN = "tok-SENTINEL-sync-0c8f2a"
-ADVERTISER = "7000000000000000099"
-UPLOAD = "/open_api/v1.3/dmp/custom_audience/file/upload/"
-CREATE = "/open_api/v1.3/dmp/custom_audience/create/"
-UPDATE = "/open_api/v1.3/dmp/custom_audience/update/"
 
 SandboxFactory = Callable[..., AbstractAsyncContextManager[Sandbox]]
 

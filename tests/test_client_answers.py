@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import BodyPartReader, web
 from aiohttp.test_utils import TestServer
+from helpers.api import ADVERTISER
 
 from asyncsync import RetryPolicy, TikTokClient
 from asyncsync.errors import (
@@ -27,7 +28,6 @@ from asyncsync.errors import (
     TransportError,
 )
 
-ADVERTISER = "7000000000000000001"
 TOKEN = "tok-5f3a2b18c0ffee-secret"
 P = "/open_api/v1.3"
 

@@ -10,13 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from helpers.api import ADVERTISER, LIST
 
 from asyncsync import RetryPolicy, TikTokClient
 from asyncsync.errors import TransientError
 from asyncsync.tiktok import TokenBucket, retry
-
-ADVERTISER = "7000000000000000001"
-LIST = "/open_api/v1.3/dmp/custom_audience/list/"
 
 
 @pytest.fixture

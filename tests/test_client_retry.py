@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
+from helpers.api import ADVERTISER, CREATE, LIST, UPLOAD
 
 from asyncsync import RetryPolicy, TikTokClient
 from asyncsync.errors import (
@@ -22,11 +23,6 @@ from asyncsync.errors import (
 from asyncsync.events import Event, RequestRetried
 from asyncsync.sandbox import FaultConfig, Sandbox
 from asyncsync.tiktok import retry
-
-ADVERTISER = "7000000000000000001"
-UPLOAD = "/open_api/v1.3/dmp/custom_audience/file/upload/"
-CREATE = "/open_api/v1.3/dmp/custom_audience/create/"
-LIST = "/open_api/v1.3/dmp/custom_audience/list/"
 
 SandboxFactory = Callable[..., AbstractAsyncContextManager[Sandbox]]
 

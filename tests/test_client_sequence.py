@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from helpers.api import ADVERTISER
 
 from asyncsync import Action, RetryPolicy, TikTokClient
 from asyncsync.errors import (
@@ -24,8 +25,6 @@ from asyncsync.errors import (
 from asyncsync.events import Event, UploadProgress
 from asyncsync.sandbox import Sandbox
 from asyncsync.tiktok import ClientState
-
-ADVERTISER = "7000000000000000001"
 
 
 def digests(prefix: str, n: int) -> list[str]:

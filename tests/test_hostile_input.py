@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import zstandard
 from click.testing import CliRunner
-from conftest import ADVERTISER_ID
+from helpers.api import ADVERTISER
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -309,12 +309,12 @@ async def test_hostile_audience_name_is_refused_before_any_request(
 
             with pytest.raises(UsageError, match="control character"):
                 await sync_audience(
-                    client, src, advertiser_id=ADVERTISER_ID, name=name, state_dir=tmp_path / "s"
+                    client, src, advertiser_id=ADVERTISER, name=name, state_dir=tmp_path / "s"
                 )
         assert sandbox.request_counts() == {}
         return
     code, out, err = await cli(
-        "sync", str(src), "--advertiser-id", ADVERTISER_ID, "--name", name,
+        "sync", str(src), "--advertiser-id", ADVERTISER, "--name", name,
         "--api-base", sandbox.api_base, "--state-dir", str(tmp_path / "state"), env=env,
     )  # fmt: skip
     assert code == 2, err
@@ -326,7 +326,7 @@ async def test_hostile_audience_name_is_refused_before_any_request(
         return
     code, out, err = await cli(
         "audiences", "rename", "7100000000000000001", name,
-        "--advertiser-id", ADVERTISER_ID, "--api-base", sandbox.api_base, env=env,
+        "--advertiser-id", ADVERTISER, "--api-base", sandbox.api_base, env=env,
     )  # fmt: skip
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1, err
@@ -346,7 +346,7 @@ async def test_non_ascii_name_of_128_characters_reaches_tiktok_unchanged(
     async with sandbox_factory() as sb:
         async with TikTokClient(sb.issue_token(), api_base=sb.api_base) as client:
             result = await sync_audience(
-                client, src, advertiser_id=ADVERTISER_ID, name=name, state_dir=tmp_path / "s"
+                client, src, advertiser_id=ADVERTISER, name=name, state_dir=tmp_path / "s"
             )
         [audience] = sb.state.snapshot()["audiences"]
     assert audience["audience_id"] == result.audience_id

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import ADVERTISER_ID, DIGEST_LINE, client_for, maid_digests, maids, sync_options
+from helpers.api import ADVERTISER, CREATE, UPDATE, UPLOAD
+from helpers.ids import DIGEST_LINE, maid_digests, maids
+from helpers.sandbox import client_for, sync_options
 
 from asyncsync import SyncResult, sync_audience
 from asyncsync.cli.sync import sync_command
@@ -22,9 +24,6 @@ from asyncsync.store.journal import Journal, job_key
 from asyncsync.store.snapshots import SnapshotStore
 from asyncsync.tiktok.client import TikTokClient
 
-UPLOAD = "/open_api/v1.3/dmp/custom_audience/file/upload/"
-CREATE = "/open_api/v1.3/dmp/custom_audience/create/"
-UPDATE = "/open_api/v1.3/dmp/custom_audience/update/"
 DAY = 86_400.0
 
 
@@ -169,7 +168,7 @@ async def test_crash_between_append_and_remove_is_finished_by_the_rerun(
         await crash_at(client, sandbox, tmp_path, export, "APPEND", done=True, name="Crash")
         assert ops(sandbox) == ["CREATE", "APPEND"]
         # Only the APPEND happened: the snapshot still describes day 0.
-        snap, _ = SnapshotStore(tmp_path / "state").load(sandbox.api_base, ADVERTISER_ID, aid)
+        snap, _ = SnapshotStore(tmp_path / "state").load(sandbox.api_base, ADVERTISER, aid)
         assert snap is not None and snap.count == 2000
         uploads = sandbox.request_counts()[UPLOAD]
 
@@ -179,7 +178,7 @@ async def test_crash_between_append_and_remove_is_finished_by_the_rerun(
         assert ops(sandbox) == ["CREATE", "APPEND", "REMOVE"]
         assert sandbox.request_counts()[UPLOAD] == uploads  # nothing uploaded again
         assert members(sandbox, aid) == maid_digests(day1)
-        snap, _ = SnapshotStore(tmp_path / "state").load(sandbox.api_base, ADVERTISER_ID, aid)
+        snap, _ = SnapshotStore(tmp_path / "state").load(sandbox.api_base, ADVERTISER, aid)
         assert snap is not None and snap.count == len(day1)
 
         sandbox.clock.advance(DAY)
@@ -205,7 +204,7 @@ async def test_lost_or_torn_snapshot_falls_back_to_replace(
         )
         aid = first.audience_id
         assert aid is not None
-        store.path_for(sandbox.api_base, ADVERTISER_ID, aid).unlink()
+        store.path_for(sandbox.api_base, ADVERTISER, aid).unlink()
 
         sandbox.clock.advance(DAY)
         lost = await mirror(
@@ -217,7 +216,7 @@ async def test_lost_or_torn_snapshot_falls_back_to_replace(
         assert lost.bytes_uploaded == len(day1) * DIGEST_LINE
         assert members(sandbox, aid) == maid_digests(day1)
 
-        path = store.path_for(sandbox.api_base, ADVERTISER_ID, aid)
+        path = store.path_for(sandbox.api_base, ADVERTISER, aid)
         with path.open("r+b") as f:
             f.truncate(path.stat().st_size - 7)  # a torn write
         sandbox.clock.advance(DAY)
@@ -281,7 +280,7 @@ async def test_mirror_by_audience_id_replaces_first_then_sends_diffs_within_quot
         assert "no snapshot" in first.mirror["reason"]
         assert members(sandbox, aid) == maid_digests(day1)
         # Same UTC day: the snapshot is lost again, a REPLACE is needed, and today's is used.
-        SnapshotStore(tmp_path / "state").discard(sandbox.api_base, ADVERTISER_ID, aid)
+        SnapshotStore(tmp_path / "state").discard(sandbox.api_base, ADVERTISER, aid)
         with pytest.raises(Paused, match="REPLACE"):
             await mirror(
                 client, sandbox, tmp_path, write_export(tmp_path / "d2.txt", day0, 2),
@@ -380,7 +379,7 @@ async def test_next_nights_export_supersedes_a_mirror_left_unfinished(
         assert ops(sandbox) == ["CREATE", "APPEND"]
         with Journal(tmp_path / "state") as journal:
             stale = journal.find_job(
-                job_key(sandbox.api_base, ADVERTISER_ID, "name:Night", "mirror")
+                job_key(sandbox.api_base, ADVERTISER, "name:Night", "mirror")
             )
         assert stale is not None and stale.status != "done"
         stale_work = tmp_path / "state" / "work" / f"job-{stale.id}"
@@ -427,7 +426,7 @@ async def test_a_new_export_settles_a_create_of_unknown_outcome_before_supersedi
         await crash_at(client, sandbox, tmp_path, export, "create", done=False, name="Lost")
         with Journal(tmp_path / "state") as journal:
             stale = journal.find_job(
-                job_key(sandbox.api_base, ADVERTISER_ID, "name:Lost", "mirror")
+                job_key(sandbox.api_base, ADVERTISER, "name:Lost", "mirror")
             )
             assert stale is not None
             assert [op.outcome for op in journal.operations(stale.id)] == [None]
@@ -436,11 +435,11 @@ async def test_a_new_export_settles_a_create_of_unknown_outcome_before_supersedi
         if reached_tiktok and not sandbox.state.audiences:
             # The request went out but its answer was lost: TikTok made the audience.
             await client.create_audience(
-                ADVERTISER_ID, "Lost", [p for p in paths if p], "FIRST_SHA256"
+                ADVERTISER, "Lost", [p for p in paths if p], "FIRST_SHA256"
             )
         elif not reached_tiktok and sandbox.state.audiences:
             # As if the request had never reached TikTok.
-            await client.delete_audiences(ADVERTISER_ID, list(sandbox.state.audiences))
+            await client.delete_audiences(ADVERTISER, list(sandbox.state.audiences))
         made = list(sandbox.state.audiences)
         assert len(made) == (1 if reached_tiktok else 0)
 
@@ -470,12 +469,12 @@ async def test_a_live_audience_under_the_name_wins_over_a_superseded_jobs_audien
         write_export(export, day0[100:] + maids(26, 100), 1)
         await crash_at(client, sandbox, tmp_path, export, "APPEND", done=True, name="Moved")
         # Meanwhile the name came to mirror into another audience (the old one was deleted).
-        await client.delete_audiences(ADVERTISER_ID, [old])
+        await client.delete_audiences(ADVERTISER, [old])
         sandbox.clock.advance(1)
         paths = [f.file_path for f in sandbox.state.files.values()]
-        newer = await client.create_audience(ADVERTISER_ID, "Moved", paths[:1], "FIRST_SHA256")
+        newer = await client.create_audience(ADVERTISER, "Moved", paths[:1], "FIRST_SHA256")
         SnapshotStore(tmp_path / "state").remember_name(
-            sandbox.api_base, ADVERTISER_ID, "Moved", newer
+            sandbox.api_base, ADVERTISER, "Moved", newer
         )
 
         sandbox.clock.advance(DAY)
@@ -498,8 +497,8 @@ async def test_a_superseded_job_that_created_the_audience_keeps_mirroring_into_i
         (created,) = sandbox.state.audiences
         # As if the job had stopped before writing down which audience the name mirrors into.
         store = SnapshotStore(tmp_path / "state")
-        store.remember_name(sandbox.api_base, ADVERTISER_ID, "Kept", "1")
-        assert store.audience_for_name(sandbox.api_base, ADVERTISER_ID, "Kept") == "1"
+        store.remember_name(sandbox.api_base, ADVERTISER, "Kept", "1")
+        assert store.audience_for_name(sandbox.api_base, ADVERTISER, "Kept") == "1"
 
         sandbox.clock.advance(DAY)
         day2 = maids(24, 1200)

@@ -7,7 +7,6 @@ scaled down (short delays) so that the storm costs seconds, not minutes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import subprocess
@@ -17,8 +16,9 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-import test_crash_resume as crash
-from conftest import ADVERTISER_ID
+from helpers.api import ADVERTISER, UPLOAD
+from helpers.ids import write_maids
+from helpers.process import TOKEN, SandboxProcess, cli_env
 
 from asyncsync import sync_audience
 from asyncsync.events import Event, PartUploaded
@@ -46,29 +46,6 @@ STORM_IDS = 1_000_000
 FAST_RETRY = RetryPolicy(attempts=12, initial_delay=0.01, max_delay=0.2, total_timeout=60.0)
 
 
-def write_maids(path: Path, n: int, seed: int) -> set[str]:
-    """``n`` distinct random mobile IDs, a third upper-cased, plus a duplicate and an invalid line
-    every 1,000 lines; returns the SHA-256 set the audience must end up holding."""
-    raw = hashlib.shake_256(f"maids:{seed}".encode()).hexdigest(16 * n)
-    expected: set[str] = set()
-    with path.open("w") as out:
-        batch: list[str] = []
-        for i in range(n):
-            h = raw[32 * i : 32 * i + 32]
-            maid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-            expected.add(hashlib.sha256(maid.encode()).hexdigest())
-            batch.append(maid.upper() if i % 3 == 0 else maid)
-            if i % 1000 == 0:
-                batch.append(f" {maid} ")
-                batch.append("definitely-not-an-id")
-            if len(batch) >= 100_000:
-                out.write("\n".join(batch) + "\n")
-                batch.clear()
-        if batch:
-            out.write("\n".join(batch) + "\n")
-    return expected
-
-
 def settled_members(sb: Sandbox, audience_id: str | None) -> frozenset[str]:
     """The audience's members once its last operation has finished on the sandbox clock."""
     assert audience_id is not None
@@ -91,7 +68,7 @@ async def test_fault_storm_of_a_million_ids_ends_with_the_exact_set(
             result = await sync_audience(
                 client,
                 export,
-                advertiser_id=ADVERTISER_ID,
+                advertiser_id=ADVERTISER,
                 name="storm",
                 state_dir=tmp_path / "state",
                 max_file_bytes=250_000,
@@ -135,7 +112,7 @@ async def test_sandbox_restart_mid_job_reuploads_lost_parts_and_ends_exact(
             result = await sync_audience(
                 client,
                 export,
-                advertiser_id=ADVERTISER_ID,
+                advertiser_id=ADVERTISER,
                 name="restarted",
                 state_dir=tmp_path / "state",
                 max_file_bytes=200_000,
@@ -148,30 +125,30 @@ async def test_sandbox_restart_mid_job_reuploads_lost_parts_and_ends_exact(
         counts = sb.request_counts()
         audiences = sb.state.snapshot()["audiences"]
         members = settled_members(sb, result.audience_id)
-    upload = "/open_api/v1.3/dmp/custom_audience/file/upload/"
+    upload = UPLOAD
     assert uploaded >= 3 + 3, "the lost parts were not uploaded again"
     assert counts[upload] == result.parts + 3
     assert [a["audience_id"] for a in audiences] == [result.audience_id]
     assert members == expected
 
 
-def _sandbox_on(port: int, tmp_path: Path) -> crash.SandboxProcess:
+def _sandbox_on(port: int, tmp_path: Path) -> SandboxProcess:
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "asyncsync", "sandbox", "--port", str(port), "--json",
-            "--token", crash.TOKEN, "--operation-seconds", "0.05",
+            "--token", TOKEN, "--operation-seconds", "0.05",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        env=crash._env(tmp_path),
+        env=cli_env(tmp_path),
     )  # fmt: skip
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line, "the sandbox did not start"
-    return crash.SandboxProcess(proc, json.loads(line)["api_base"])
+    return SandboxProcess(proc, json.loads(line)["api_base"])
 
 
-def _stop(sb: crash.SandboxProcess) -> None:
+def _stop(sb: SandboxProcess) -> None:
     sb.proc.kill()
     sb.proc.wait(10)
     if sb.proc.stdout is not None:
@@ -188,22 +165,22 @@ def test_sandbox_process_killed_and_restarted_mid_job_ends_exact(tmp_path: Path)
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     first = _sandbox_on(port, tmp_path)
-    second: crash.SandboxProcess | None = None
+    second: SandboxProcess | None = None
     job = subprocess.Popen(
         [
             sys.executable, "-m", "asyncsync", "sync", str(export),
-            "--advertiser-id", crash.ADVERTISER, "--name", "restarted",
+            "--advertiser-id", ADVERTISER, "--name", "restarted",
             "--api-base", first.api_base, "--state-dir", str(tmp_path / "state"),
             "--max-file-bytes", "60kB", "--paths-per-call", "10", "--concurrency", "2",
             "--workers", "1", "--json",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=crash._env(tmp_path),
+        env=cli_env(tmp_path),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while first.counts().get(crash.UPLOAD, 0) < 4:
+        while first.counts().get(UPLOAD, 0) < 4:
             assert job.poll() is None, "the job ended before the restart"
             assert time.monotonic() < deadline
             time.sleep(0.005)
@@ -217,7 +194,7 @@ def test_sandbox_process_killed_and_restarted_mid_job_ends_exact(tmp_path: Path)
         assert audience["audience_id"] == summary["audience_id"]
         assert second.members(audience["audience_id"]) == expected
         # Every part the new sandbox holds was uploaded to it: the forgotten ones again.
-        assert second.counts()[crash.UPLOAD] >= summary["parts"]
+        assert second.counts()[UPLOAD] >= summary["parts"]
     finally:
         if job.poll() is None:
             job.kill()

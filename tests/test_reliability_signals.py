@@ -2,8 +2,8 @@
 journal, and the same command then finishes the job exactly; SIGKILL at many seeded moments
 never costs a second audience, a lost ID or a part uploaded twice outside those in flight.
 
-Builds on the harness of ``test_crash_resume.py`` (a sandbox in its own process, the job in its
-own process group); that module already covers Ctrl-C while uploading and four kill points.
+Uses the harness of ``tests/helpers/process.py`` (a sandbox in its own process, the job in its
+own process group); ``test_crash_resume.py`` covers Ctrl-C while uploading and four kill points.
 """
 
 from __future__ import annotations
@@ -14,33 +14,27 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import test_crash_resume as crash
+from helpers.api import ADVERTISER, CREATE, UPDATE, UPLOAD
+from helpers.ids import write_messy_maids
+from helpers.process import Job, SandboxProcess, cli_env, deliver_through_random_kills
 
 from asyncsync.store.journal import JOURNAL_FILENAME
 
-SandboxProcess = crash.SandboxProcess
 
-
-@pytest.fixture
-def sandbox_process(tmp_path: Path) -> Iterator[SandboxProcess]:
-    """The sandbox of ``test_crash_resume.py``, in its own process."""
-    yield from crash.sandbox_process.__wrapped__(tmp_path)
-
-
-def sync_job(sb: SandboxProcess, tmp_path: Path, export: Path, name: str, **opts: str) -> crash.Job:
+def sync_job(sb: SandboxProcess, tmp_path: Path, export: Path, name: str, **opts: str) -> Job:
     args = [
         sys.executable, "-m", "asyncsync", "sync", str(export),
-        "--advertiser-id", crash.ADVERTISER, "--name", name,
+        "--advertiser-id", ADVERTISER, "--name", name,
         "--api-base", sb.api_base, "--state-dir", str(tmp_path / "state"),
         "--workers", "2", "--json",
     ]  # fmt: skip
     for key, value in opts.items():
         args += [f"--{key.replace('_', '-')}", value]
-    return crash.Job(args, crash._env(tmp_path))
+    return Job(args, cli_env(tmp_path))
 
 
 def check_journal(state_dir: Path, uploads_received: int) -> None:
@@ -56,7 +50,7 @@ def check_journal(state_dir: Path, uploads_received: int) -> None:
         assert recorded[0] <= uploads_received
 
 
-def interrupt_when(job: crash.Job, reached: Callable[[], bool]) -> float:
+def interrupt_when(job: Job, reached: Callable[[], bool]) -> float:
     """Start the job, send SIGINT to its process group once ``reached()``; returns how long it
     took to exit (asserting exit code 130 and the one-line message)."""
     proc = job.start()
@@ -75,7 +69,7 @@ def interrupt_when(job: crash.Job, reached: Callable[[], bool]) -> float:
     return took
 
 
-def finish(job: crash.Job, sb: SandboxProcess, name: str, expected: set[str]) -> None:
+def finish(job: Job, sb: SandboxProcess, name: str, expected: set[str]) -> None:
     rerun = job.start()
     assert job.collect(rerun) == 0, job.outputs[-1].decode()
     summary = json.loads(job.outputs[-2])
@@ -90,18 +84,18 @@ def test_sigint_while_hashing_exits_130_within_5s_and_the_rerun_finishes(
 ) -> None:
     sb = sandbox_process
     export = tmp_path / "export.txt"
-    expected = crash.write_export(export, 100_000, seed=31)
+    expected = write_messy_maids(export, 100_000, seed=31)
     job = sync_job(sb, tmp_path, export, "sigint hashing")
     work = tmp_path / "state" / "work"
 
     def hashing() -> bool:
         # The job's work dir holds spill runs, and not one part has gone out yet.
         started = work.exists() and any(p.is_file() for p in work.rglob("*"))
-        return started and sb.counts().get(crash.UPLOAD, 0) == 0
+        return started and sb.counts().get(UPLOAD, 0) == 0
 
     took = interrupt_when(job, hashing)
     assert took < 5
-    assert sb.counts().get(crash.UPLOAD, 0) == 0
+    assert sb.counts().get(UPLOAD, 0) == 0
     check_journal(tmp_path / "state", 0)
     finish(job, sb, "sigint hashing", expected)
 
@@ -111,15 +105,15 @@ def test_sigint_during_audience_operations_exits_130_within_5s_and_the_rerun_fin
 ) -> None:
     sb = sandbox_process
     export = tmp_path / "export.txt"
-    expected = crash.write_export(export, 12_000, seed=32)
+    expected = write_messy_maids(export, 12_000, seed=32)
     name = "sigint operations"
     job = sync_job(sb, tmp_path, export, name, max_file_bytes="60kB", paths_per_call="4")
-    took = interrupt_when(job, lambda: sb.counts().get(crash.UPDATE, 0) >= 1)
+    took = interrupt_when(job, lambda: sb.counts().get(UPDATE, 0) >= 1)
     assert took < 5
-    check_journal(tmp_path / "state", sb.counts()[crash.UPLOAD])
+    check_journal(tmp_path / "state", sb.counts()[UPLOAD])
     finish(job, sb, name, expected)
     # Resuming sent no second create: the audience of the first run took every batch.
-    assert sb.counts()[crash.CREATE] == 1
+    assert sb.counts()[CREATE] == 1
 
 
 @pytest.mark.slow
@@ -128,6 +122,4 @@ def test_sigkill_sweep_of_24_seeded_points_delivers_exactly_once(
     sandbox_process: SandboxProcess, tmp_path: Path, seed: int
 ) -> None:
     """Six seeds of four kills each (hashing, uploading, creating, appending): 24 points."""
-    crash.test_rerun_after_sigkill_at_random_moments_delivers_exactly_once(
-        sandbox_process, tmp_path, seed
-    )
+    deliver_through_random_kills(sandbox_process, tmp_path, seed)

@@ -16,15 +16,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import ADVERTISER_ID
+from helpers.api import ADVERTISER, CREATE, UPDATE, UPLOAD
 from test_reliability_faults import write_maids
 
 from asyncsync.sandbox import Sandbox
 from asyncsync.store.journal import JOURNAL_FILENAME
-
-UPLOAD = "/open_api/v1.3/dmp/custom_audience/file/upload/"
-CREATE = "/open_api/v1.3/dmp/custom_audience/create/"
-UPDATE = "/open_api/v1.3/dmp/custom_audience/update/"
 
 
 async def run_sync(
@@ -37,7 +33,7 @@ async def run_sync(
 ) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "asyncsync", "sync", str(export),
-        "--advertiser-id", ADVERTISER_ID, "--name", name,
+        "--advertiser-id", ADVERTISER, "--name", name,
         "--api-base", sandbox.api_base, "--state-dir", str(state_dir),
         "--max-file-bytes", "100kB", "--workers", "1", "--json",
         stdout=asyncio.subprocess.PIPE,

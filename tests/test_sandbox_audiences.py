@@ -9,7 +9,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import ADVERTISER_ID, RawApi, md5_digests, sha256_digests
+from helpers.api import ADVERTISER
+from helpers.ids import md5_digests, sha256_digests
+from helpers.sandbox import RawApi
 
 from asyncsync.sandbox import Sandbox
 
@@ -282,7 +284,7 @@ async def test_an_expiring_audience_can_only_be_deleted(raw_api: RawApi) -> None
     assert rename["code"] == 40001
     delete = await raw_api.post(
         "/dmp/custom_audience/delete/",
-        {"advertiser_id": ADVERTISER_ID, "custom_audience_ids": [audience_id]},
+        {"advertiser_id": ADVERTISER, "custom_audience_ids": [audience_id]},
     )
     assert delete["code"] == 0
 
@@ -316,7 +318,7 @@ async def test_delete_takes_1_to_100_known_ids(raw_api: RawApi) -> None:
     gone = await raw_api.create_id(sha256_digests("a", 10))
 
     async def delete(ids: list[str]) -> dict[str, Any]:
-        payload = {"advertiser_id": ADVERTISER_ID, "custom_audience_ids": ids}
+        payload = {"advertiser_id": ADVERTISER, "custom_audience_ids": ids}
         return await raw_api.post("/dmp/custom_audience/delete/", payload)
 
     assert (await delete([]))["code"] == 40001
@@ -331,13 +333,13 @@ async def test_get_takes_ids_as_a_json_string_or_repeated_values(raw_api: RawApi
     ids = [await raw_api.create_id(sha256_digests(str(i), 10)) for i in range(3)]
     as_json = await raw_api.get(
         "/dmp/custom_audience/get/",
-        {"advertiser_id": ADVERTISER_ID, "custom_audience_ids": json.dumps(ids)},
+        {"advertiser_id": ADVERTISER, "custom_audience_ids": json.dumps(ids)},
     )
     repeated = await raw_api.get(
         "/dmp/custom_audience/get/",
-        [("advertiser_id", ADVERTISER_ID)] + [("custom_audience_ids", i) for i in ids],
+        [("advertiser_id", ADVERTISER)] + [("custom_audience_ids", i) for i in ids],
     )
-    missing = await raw_api.get("/dmp/custom_audience/get/", {"advertiser_id": ADVERTISER_ID})
+    missing = await raw_api.get("/dmp/custom_audience/get/", {"advertiser_id": ADVERTISER})
     for answer in (as_json, repeated):
         assert answer["code"] == 0
         assert [e["audience_details"]["audience_id"] for e in answer["data"]["list"]] == ids
@@ -366,7 +368,7 @@ async def test_list_pages_through_every_audience(raw_api: RawApi) -> None:
     for page in (1, 2, 3):
         answer = await raw_api.get(
             "/dmp/custom_audience/list/",
-            {"advertiser_id": ADVERTISER_ID, "page": str(page), "page_size": "2"},
+            {"advertiser_id": ADVERTISER, "page": str(page), "page_size": "2"},
         )
         assert answer["code"] == 0
         pages.append(answer["data"]["page_info"])
@@ -374,13 +376,13 @@ async def test_list_pages_through_every_audience(raw_api: RawApi) -> None:
     assert set(seen) == ids and len(seen) == 5
     assert pages[0] == {"page": 1, "page_size": 2, "total_number": 5, "total_page": 3}
     too_big = await raw_api.get(
-        "/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER_ID, "page_size": "101"}
+        "/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER, "page_size": "101"}
     )
     assert too_big["code"] == 40001 and "page_size" in too_big["message"]
 
 
 async def test_each_answer_carries_a_fresh_request_id(raw_api: RawApi) -> None:
-    params = {"advertiser_id": ADVERTISER_ID}
+    params = {"advertiser_id": ADVERTISER}
     ids = {
         (await raw_api.get("/dmp/custom_audience/list/", params))["request_id"] for _ in range(20)
     }
@@ -390,7 +392,7 @@ async def test_each_answer_carries_a_fresh_request_id(raw_api: RawApi) -> None:
 
 async def test_ids_in_json_bodies_may_be_numbers(raw_api: RawApi) -> None:
     path = await raw_api.upload_path(sha256_digests("a", 10))
-    answer = await raw_api.create([path], advertiser_id=int(ADVERTISER_ID))  # type: ignore[arg-type]
+    answer = await raw_api.create([path], advertiser_id=int(ADVERTISER))  # type: ignore[arg-type]
     assert answer["code"] == 0
     not_numeric = await raw_api.create([path], advertiser_id="adv-1")
     assert not_numeric["code"] == 40001 and "advertiser_id" in not_numeric["message"]
@@ -399,6 +401,6 @@ async def test_ids_in_json_bodies_may_be_numbers(raw_api: RawApi) -> None:
 async def test_paths_need_their_trailing_slash(raw_api: RawApi) -> None:
     url = raw_api.url("/dmp/custom_audience/list/").rstrip("/")
     async with raw_api.session.get(
-        url, params={"advertiser_id": ADVERTISER_ID}, headers=raw_api.headers(None)
+        url, params={"advertiser_id": ADVERTISER}, headers=raw_api.headers(None)
     ) as response:
         assert response.status == 404

@@ -7,7 +7,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from conftest import ADVERTISER_ID, RawApi, sha256_digests
+from helpers.api import ADVERTISER
+from helpers.ids import sha256_digests
+from helpers.sandbox import RawApi
 
 from asyncsync.sandbox import Sandbox
 
@@ -29,10 +31,10 @@ async def test_every_endpoint_refuses_a_missing_or_unknown_token_with_40105(
 ) -> None:
     answers: list[dict[str, Any]] = []
     for path in GETS:
-        params = {"advertiser_id": ADVERTISER_ID, "custom_audience_ids": '["1"]'}
+        params = {"advertiser_id": ADVERTISER, "custom_audience_ids": '["1"]'}
         answers.append(await raw_api.get(path, params, token=token))
     answers += [
-        await raw_api.post(path, {"advertiser_id": ADVERTISER_ID}, token=token) for path in POSTS
+        await raw_api.post(path, {"advertiser_id": ADVERTISER}, token=token) for path in POSTS
     ]
     answers.append(await raw_api.upload(b"x\n", token=token))
     assert [a["code"] for a in answers] == [40105] * 6
@@ -42,9 +44,9 @@ async def test_every_endpoint_refuses_a_missing_or_unknown_token_with_40105(
 async def test_a_token_for_one_advertiser_is_refused_on_another_with_40001(
     raw_api: RawApi,
 ) -> None:
-    token = raw_api.sandbox.issue_token([ADVERTISER_ID])
+    token = raw_api.sandbox.issue_token([ADVERTISER])
     own = await raw_api.get(
-        "/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER_ID}, token=token
+        "/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER}, token=token
     )
     other = await raw_api.get(
         "/dmp/custom_audience/list/", {"advertiser_id": OTHER_ADVERTISER}, token=token
@@ -65,15 +67,15 @@ async def exchange(raw_api: RawApi, code: str, secret: str = SECRET) -> dict[str
 
 async def test_an_auth_code_is_exchanged_once_for_a_working_token(raw_api: RawApi) -> None:
     code = raw_api.sandbox.issue_auth_code(
-        app_id=APP_ID, secret=SECRET, advertiser_ids=[ADVERTISER_ID]
+        app_id=APP_ID, secret=SECRET, advertiser_ids=[ADVERTISER]
     )
     first = await exchange(raw_api, code)
     again = await exchange(raw_api, code)
     assert first["code"] == 0
     data = first["data"]
-    assert data["advertiser_ids"] == [ADVERTISER_ID] and data["scope"]
+    assert data["advertiser_ids"] == [ADVERTISER] and data["scope"]
     listed = await raw_api.get(
-        "/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER_ID}, token=data["access_token"]
+        "/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER}, token=data["access_token"]
     )
     assert listed["code"] == 0
     assert again["code"] == 40102 and "used" in again["message"]
@@ -81,7 +83,7 @@ async def test_an_auth_code_is_exchanged_once_for_a_working_token(raw_api: RawAp
 
 async def test_an_auth_code_expires_after_an_hour_on_the_sandbox_clock(raw_api: RawApi) -> None:
     code = raw_api.sandbox.issue_auth_code(
-        app_id=APP_ID, secret=SECRET, advertiser_ids=[ADVERTISER_ID]
+        app_id=APP_ID, secret=SECRET, advertiser_ids=[ADVERTISER]
     )
     raw_api.sandbox.clock.advance(3601)
     answer = await exchange(raw_api, code)
@@ -90,7 +92,7 @@ async def test_an_auth_code_expires_after_an_hour_on_the_sandbox_clock(raw_api: 
 
 async def test_a_wrong_secret_is_refused_and_keeps_the_code_unused(raw_api: RawApi) -> None:
     code = raw_api.sandbox.issue_auth_code(
-        app_id=APP_ID, secret=SECRET, advertiser_ids=[ADVERTISER_ID]
+        app_id=APP_ID, secret=SECRET, advertiser_ids=[ADVERTISER]
     )
     wrong = await exchange(raw_api, code, secret="guess")
     right = await exchange(raw_api, code)
@@ -100,7 +102,7 @@ async def test_a_wrong_secret_is_refused_and_keeps_the_code_unused(raw_api: RawA
 
 async def test_a_revoked_token_is_refused_afterwards(raw_api: RawApi) -> None:
     code = raw_api.sandbox.issue_auth_code(
-        app_id=APP_ID, secret=SECRET, advertiser_ids=[ADVERTISER_ID]
+        app_id=APP_ID, secret=SECRET, advertiser_ids=[ADVERTISER]
     )
     token = (await exchange(raw_api, code))["data"]["access_token"]
     revoke = await raw_api.post(
@@ -109,7 +111,7 @@ async def test_a_revoked_token_is_refused_afterwards(raw_api: RawApi) -> None:
         token="",
     )
     after = await raw_api.get(
-        "/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER_ID}, token=token
+        "/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER}, token=token
     )
     assert revoke["code"] == 0
     assert after["code"] == 40105
@@ -118,7 +120,7 @@ async def test_a_revoked_token_is_refused_afterwards(raw_api: RawApi) -> None:
 async def test_portal_auth_redirects_with_an_auth_code_and_the_state(
     raw_api: RawApi, sandbox: Sandbox
 ) -> None:
-    sandbox.register_app(app_id=APP_ID, secret=SECRET, advertiser_ids=[ADVERTISER_ID])
+    sandbox.register_app(app_id=APP_ID, secret=SECRET, advertiser_ids=[ADVERTISER])
     async with raw_api.session.get(
         f"{sandbox.api_base}/portal/auth",
         params={"app_id": APP_ID, "state": "s-42", "redirect_uri": "https://example.com/cb?x=1"},
@@ -131,7 +133,7 @@ async def test_portal_auth_redirects_with_an_auth_code_and_the_state(
     assert (parts.scheme, parts.netloc, parts.path) == ("https", "example.com", "/cb")
     assert query["state"] == ["s-42"] and query["x"] == ["1"]
     answer = await exchange(raw_api, query["auth_code"][0])
-    assert answer["code"] == 0 and answer["data"]["advertiser_ids"] == [ADVERTISER_ID]
+    assert answer["code"] == 0 and answer["data"]["advertiser_ids"] == [ADVERTISER]
 
 
 async def test_portal_auth_refuses_an_unknown_app(sandbox: Sandbox) -> None:
@@ -148,7 +150,7 @@ async def test_portal_auth_refuses_an_unknown_app(sandbox: Sandbox) -> None:
 
 async def test_advertiser_get_lists_the_tokens_advertisers(raw_api: RawApi) -> None:
     code = raw_api.sandbox.issue_auth_code(
-        app_id=APP_ID, secret=SECRET, advertiser_ids=[ADVERTISER_ID, OTHER_ADVERTISER]
+        app_id=APP_ID, secret=SECRET, advertiser_ids=[ADVERTISER, OTHER_ADVERTISER]
     )
     token = (await exchange(raw_api, code))["data"]["access_token"]
     answer = await raw_api.get(
@@ -156,14 +158,14 @@ async def test_advertiser_get_lists_the_tokens_advertisers(raw_api: RawApi) -> N
     )
     assert answer["code"] == 0
     assert {a["advertiser_id"] for a in answer["data"]["list"]} == {
-        ADVERTISER_ID,
+        ADVERTISER,
         OTHER_ADVERTISER,
     }
 
 
 async def test_an_oauth_token_works_for_uploads_of_its_advertiser(raw_api: RawApi) -> None:
     code = raw_api.sandbox.issue_auth_code(
-        app_id=APP_ID, secret=SECRET, advertiser_ids=[ADVERTISER_ID]
+        app_id=APP_ID, secret=SECRET, advertiser_ids=[ADVERTISER]
     )
     token = (await exchange(raw_api, code))["data"]["access_token"]
     content = ("\n".join(sha256_digests("a", 3)) + "\n").encode()

@@ -15,7 +15,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import ADVERTISER_ID, RawApi, sha256_digests
+from helpers.api import ADVERTISER
+from helpers.ids import sha256_digests
+from helpers.sandbox import RawApi
 
 import asyncsync
 from asyncsync.errors import UsageError
@@ -158,7 +160,7 @@ async def test_a_40_mb_upload_is_spooled_not_held_in_memory(
             md5.update(block)
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     form = aiohttp.FormData()
-    form.add_field("advertiser_id", ADVERTISER_ID)
+    form.add_field("advertiser_id", ADVERTISER)
     form.add_field("calculate_type", "FIRST_SHA256")
     form.add_field("file_signature", md5.hexdigest())
     with big.open("rb") as handle:
@@ -199,7 +201,7 @@ async def test_cli_sandbox_prints_its_base_url_and_a_ready_token() -> None:
         async with aiohttp.ClientSession() as session:
             async with session.get(
                 info["api_base"] + "/open_api/v1.3/dmp/custom_audience/list/",
-                params={"advertiser_id": ADVERTISER_ID},
+                params={"advertiser_id": ADVERTISER},
                 headers={"Access-Token": info["access_token"]},
             ) as response:
                 answer = await response.json()

@@ -9,19 +9,20 @@ from contextlib import AbstractAsyncContextManager
 
 import aiohttp
 import pytest
-from conftest import ADVERTISER_ID, RawApi, digest_file, sha256_digests
+from helpers.api import ADVERTISER, LIST
+from helpers.ids import digest_file, sha256_digests
+from helpers.sandbox import RawApi
 
 from asyncsync.errors import UsageError
 from asyncsync.sandbox import FaultConfig, Sandbox
 
 Factory = Callable[..., AbstractAsyncContextManager[Sandbox]]
-LIST = "/open_api/v1.3/dmp/custom_audience/list/"
 
 
 async def list_once(session: aiohttp.ClientSession, sb: Sandbox, token: str) -> tuple[int, str]:
     async with session.get(
         sb.api_base + LIST,
-        params={"advertiser_id": ADVERTISER_ID},
+        params={"advertiser_id": ADVERTISER},
         headers={"Access-Token": token},
     ) as response:
         return response.status, await response.text()
@@ -29,7 +30,7 @@ async def list_once(session: aiohttp.ClientSession, sb: Sandbox, token: str) -> 
 
 async def test_rate_limit_answers_40100_in_an_http_200_envelope(raw_api: RawApi) -> None:
     raw_api.sandbox.set_faults(FaultConfig(rate_limit=1.0))
-    answer = await raw_api.get("/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER_ID})
+    answer = await raw_api.get("/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER})
     assert answer["code"] == 40100 and answer["request_id"]
     assert raw_api.sandbox.fault_counts()["rate_limit"] == 1
 
@@ -65,7 +66,7 @@ async def test_drop_closes_the_connection_mid_upload_without_an_answer(
     raw_api.sandbox.set_faults(FaultConfig(drop=1.0))
     content = digest_file(sha256_digests("a", 40_000))
     form = aiohttp.FormData()
-    form.add_field("advertiser_id", ADVERTISER_ID)
+    form.add_field("advertiser_id", ADVERTISER)
     form.add_field("calculate_type", "FIRST_SHA256")
     form.add_field("file_signature", "0" * 32)
     form.add_field("file", io.BytesIO(content), filename="ids.csv")
@@ -99,7 +100,7 @@ async def test_faults_can_target_one_endpoint(raw_api: RawApi) -> None:
     raw_api.sandbox.set_faults(
         FaultConfig(rate_limit=1.0, endpoints=frozenset({"/dmp/custom_audience/file/upload/"}))
     )
-    listed = await raw_api.get("/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER_ID})
+    listed = await raw_api.get("/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER})
     upload = await raw_api.upload(digest_file(sha256_digests("a", 3)))
     assert listed["code"] == 0
     assert upload["code"] == 40100
@@ -108,7 +109,7 @@ async def test_faults_can_target_one_endpoint(raw_api: RawApi) -> None:
 async def test_requests_are_counted_per_endpoint_faults_included(raw_api: RawApi) -> None:
     raw_api.sandbox.set_faults(FaultConfig(rate_limit=1.0))
     for _ in range(3):
-        await raw_api.get("/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER_ID})
+        await raw_api.get("/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER})
     await raw_api.upload(b"x\n")
     counts = raw_api.sandbox.request_counts()
     assert counts[LIST] == 3

@@ -15,7 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 from click.testing import CliRunner
-from conftest import ADVERTISER_ID, RawApi, digest_file, sha256_digests
+from helpers.api import ADVERTISER
+from helpers.ids import digest_file, sha256_digests
+from helpers.sandbox import RawApi
 
 from asyncsync.cli import main
 from asyncsync.errors import UsageError
@@ -94,7 +96,7 @@ async def test_every_api_request_waits_the_latency(sandbox_factory: SandboxFacto
         api = await _raw(sb, session)
         start = time.perf_counter()
         answer = await api.get(
-            "/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER_ID, "page": 1}
+            "/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER, "page": 1}
         )
         took = time.perf_counter() - start
         assert answer["code"] == 0, answer

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from helpers.api import ADVERTISER
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asyncsync.sandbox import SandboxClock, SandboxConfig, SandboxState
 from asyncsync.sandbox.state import ApiError
 
-ADVERTISER = "7000000000000000001"
 UNIVERSE = [hashlib.sha256(str(i).encode()).digest() for i in range(12)]
 
 subsets = st.sets(st.sampled_from(range(len(UNIVERSE))), min_size=0, max_size=len(UNIVERSE))

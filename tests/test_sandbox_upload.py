@@ -8,17 +8,11 @@ from contextlib import AbstractAsyncContextManager
 
 import aiohttp
 import pytest
-from conftest import (
-    ADVERTISER_ID,
-    RawApi,
-    digest_file,
-    md5_digests,
-    sha256_digests,
-)
+from helpers.api import ADVERTISER, UPLOAD
+from helpers.ids import digest_file, md5_digests, sha256_digests
+from helpers.sandbox import RawApi
 
 from asyncsync.sandbox import Sandbox
-
-UPLOAD = "/open_api/v1.3/dmp/custom_audience/file/upload/"
 
 
 async def test_upload_answers_an_opaque_file_path_in_the_envelope(raw_api: RawApi) -> None:
@@ -27,7 +21,7 @@ async def test_upload_answers_an_opaque_file_path_in_the_envelope(raw_api: RawAp
     path = answer["data"]["file_path"]
     assert isinstance(path, str) and len(path) >= 8
     entry = raw_api.sandbox.state.files[path]
-    assert entry.matched == 5 and entry.advertiser_id == ADVERTISER_ID
+    assert entry.matched == 5 and entry.advertiser_id == ADVERTISER
 
 
 async def test_upload_with_a_wrong_md5_is_refused_with_40900(raw_api: RawApi) -> None:
@@ -121,7 +115,7 @@ async def test_upload_without_a_file_or_signature_names_the_missing_field(
     raw_api: RawApi,
 ) -> None:
     form = aiohttp.FormData()
-    form.add_field("advertiser_id", ADVERTISER_ID)
+    form.add_field("advertiser_id", ADVERTISER)
     form.add_field("calculate_type", "FIRST_SHA256")
     form.add_field("file_signature", "0" * 32)
     async with raw_api.session.post(

@@ -15,12 +15,12 @@ from typing import Any
 import business_api_client  # type: ignore[import-untyped]
 import pytest
 from business_api_client.tiktok_business import tiktok_exceptions  # type: ignore[import-untyped]
+from helpers.api import ADVERTISER
 
 from asyncsync.sandbox import Sandbox
 
 TiktokSDKError = tiktok_exceptions.TiktokSDKError
 
-ADVERTISER = "7100000000000000001"
 
 
 def sha256_lines(prefix: str, n: int) -> list[str]:

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import ADVERTISER_ID
+from helpers.api import ADVERTISER
 
 from asyncsync.sandbox import Sandbox
 
@@ -67,7 +67,7 @@ async def test_no_command_shows_the_token_or_app_secret_anywhere(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     sandbox.issue_token(token=TOKEN)
-    code = sandbox.issue_auth_code(app_id=APP_ID, secret=APP_SECRET, advertiser_ids=[ADVERTISER_ID])
+    code = sandbox.issue_auth_code(app_id=APP_ID, secret=APP_SECRET, advertiser_ids=[ADVERTISER])
     home = tmp_path / "home"
     home.mkdir()
     env = {
@@ -79,7 +79,7 @@ async def test_no_command_shows_the_token_or_app_secret_anywhere(
         "ASYNCSYNC_DEBUG": "1",
     }
     run = Runner(env)
-    api = ("--api-base", sandbox.api_base, "--advertiser-id", ADVERTISER_ID)
+    api = ("--api-base", sandbox.api_base, "--advertiser-id", ADVERTISER)
     out = tmp_path / "out"
     ids = out / "ids.txt"
     out.mkdir()

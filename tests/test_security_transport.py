@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from click.testing import CliRunner
-from conftest import ADVERTISER_ID
+from helpers.api import ADVERTISER
 
 from asyncsync.cli import main
 from asyncsync.errors import AsyncSyncError, TransportError
@@ -22,7 +22,6 @@ from asyncsync.tiktok.client import TikTokClient
 from asyncsync.tiktok.retry import RetryPolicy
 
 TOKEN = "tok-SENTINEL-transport-41d7"
-LIST = "/open_api/v1.3/dmp/custom_audience/list/"
 NO_RETRY = RetryPolicy(attempts=1)
 
 
@@ -81,7 +80,7 @@ async def test_a_redirect_is_not_followed_and_the_token_goes_nowhere_else(
 ) -> None:
     async with TikTokClient(TOKEN, api_base=redirector, retry=NO_RETRY) as client:
         with pytest.raises(AsyncSyncError, match="302"):
-            await client.list_audiences(ADVERTISER_ID)
+            await client.list_audiences(ADVERTISER)
     assert elsewhere.seen == []
 
 
@@ -93,7 +92,7 @@ async def test_the_cli_does_not_follow_a_redirect_either(
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "asyncsync", "audiences", "list",
-        "--advertiser-id", ADVERTISER_ID, "--api-base", redirector,
+        "--advertiser-id", ADVERTISER, "--api-base", redirector,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TIKTOK_ACCESS_TOKEN": TOKEN},
@@ -107,9 +106,9 @@ async def test_the_cli_does_not_follow_a_redirect_either(
 @pytest.mark.parametrize(
     "args",
     [
-        ["sync", "{ids}", "--name", "n", "--advertiser-id", ADVERTISER_ID],
-        ["audiences", "list", "--advertiser-id", ADVERTISER_ID],
-        ["audiences", "get", "1", "--advertiser-id", ADVERTISER_ID],
+        ["sync", "{ids}", "--name", "n", "--advertiser-id", ADVERTISER],
+        ["audiences", "list", "--advertiser-id", ADVERTISER],
+        ["audiences", "get", "1", "--advertiser-id", ADVERTISER],
         ["auth", "token", "--app-id", "1", "--auth-code", "c"],
         ["auth", "revoke", "--app-id", "1"],
     ],
@@ -216,7 +215,7 @@ async def test_an_untrusted_certificate_is_refused_and_no_request_reaches_the_se
     try:
         async with TikTokClient(TOKEN, api_base=base, retry=NO_RETRY) as client:
             with pytest.raises(TransportError, match=r"(?i)certificate") as info:
-                await client.list_audiences(ADVERTISER_ID)
+                await client.list_audiences(ADVERTISER)
         assert TOKEN not in str(info.value)
     finally:
         await runner.cleanup()

@@ -12,14 +12,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import (
-    ADVERTISER_ID,
-    DIGEST_LINE,
-    client_for,
-    maid_digests,
-    maids,
-    sync_options,
-)
+from helpers.api import ADVERTISER, CREATE, UPDATE, UPLOAD
+from helpers.ids import DIGEST_LINE, maid_digests, maids
+from helpers.sandbox import client_for, sync_options
 
 from asyncsync import SyncResult, sync_audience
 from asyncsync.errors import InputChangedError, Paused, StateError, UsageError
@@ -29,9 +24,6 @@ from asyncsync.store.journal import JOURNAL_FILENAME
 from asyncsync.tiktok.client import TikTokClient
 from asyncsync.tiktok.retry import RetryPolicy
 
-UPLOAD = "/open_api/v1.3/dmp/custom_audience/file/upload/"
-CREATE = "/open_api/v1.3/dmp/custom_audience/create/"
-UPDATE = "/open_api/v1.3/dmp/custom_audience/update/"
 READS = {"/open_api/v1.3/dmp/custom_audience/get/", "/open_api/v1.3/dmp/custom_audience/list/"}
 
 
@@ -49,7 +41,7 @@ def write_export(path: Path, ids: list[str], *, noise: bool = True) -> Path:
 async def settled_members(sandbox: Sandbox, client: TikTokClient, audience_id: str) -> set[str]:
     """The audience's members once its last operation has finished."""
     for _ in range(500):
-        (audience,) = await client.get_audiences(ADVERTISER_ID, [audience_id])
+        (audience,) = await client.get_audiences(ADVERTISER, [audience_id])
         if audience.is_valid:
             return set(sandbox.members(audience_id))
         await asyncio.sleep(0.01)
@@ -540,10 +532,10 @@ async def test_an_advertiser_with_400_audiences_is_refused_before_any_upload(
     seed = tmp_path / "seed.txt"
     seed.write_text("".join(f"{d}\n" for d in sorted(maid_digests(maids(24, 10)))))
     async with client_for(sandbox) as client:
-        uploaded = await client.upload_file(ADVERTISER_ID, seed, "FIRST_SHA256")
+        uploaded = await client.upload_file(ADVERTISER, seed, "FIRST_SHA256")
         for i in range(400):
             sandbox.state.create(
-                advertiser_id=ADVERTISER_ID, name=f"a{i}", file_paths=[uploaded.file_path],
+                advertiser_id=ADVERTISER, name=f"a{i}", file_paths=[uploaded.file_path],
                 calculate_type="FIRST_SHA256", sub_type=None, retention_in_days=None,
             )  # fmt: skip
         with pytest.raises(UsageError, match="400 audiences"):
