@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 
 from asyncsync.errors import StateError
+from asyncsync.jobs.mirror.plan import MirrorMode, MirrorPlan
+from asyncsync.jobs.mirror.strategy import journaled_plan
 from asyncsync.store.journal import (
     JOURNAL_FILENAME,
     SCHEMA_VERSION,
     JobStatus,
     Journal,
+    OperationKind,
     Outcome,
     job_key,
 )
@@ -148,7 +151,10 @@ def test_journal_of_schema_1_is_upgraded_and_keeps_its_jobs(tmp_path: Path) -> N
         assert [op.outcome for op in journal.operations(3)] == [Outcome.DONE]
         assert second.prepared is not None
         assert second.prepared["mirror"]["version"] == 1
-        assert second.prepared["mirror"]["mode"] == "replace"
+        plan = journaled_plan(second)
+        assert plan is not None and plan.mode is MirrorMode.REPLACE
+        assert plan.parts == (1, 2, 3, 4, 5, 6) and plan.export_rows == 1200
+        assert [s.kind for s in plan.steps()] == [OperationKind.REPLACE]
     # Opening again changes nothing more.
     with Journal(state) as journal:
         assert journal.get_job(3).prepared == second.prepared
@@ -165,3 +171,14 @@ def test_journal_lock_module_imports_without_fcntl() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_a_mirror_plan_of_a_newer_version_is_refused_in_one_line() -> None:
+    plan = MirrorPlan.from_json({"mode": "diff", "reason": "r", "added": 1, "removed": 0,
+        "unchanged": 0, "export_rows": 1, "snapshot_rows": 0, "replace_threshold": 0.5,
+        "paths_per_call": 500, "baseline_op_id": None, "snapshot_count": 1,
+        "snapshot_xxh3": None, "added_parts": [1], "parts": [1]})  # fmt: skip
+    assert plan.version == 1 and MirrorPlan.from_json(plan.to_json()) == plan
+    with pytest.raises(StateError, match="newer") as refused:
+        MirrorPlan.from_json({**plan.to_json(), "version": 2})
+    assert "\n" not in str(refused.value)

@@ -11,7 +11,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
@@ -23,9 +23,7 @@ from asyncsync.rules.limits import DEFAULT_MAX_FILE_BYTES, MAX_FILE_BYTES, HashA
 P = ParamSpec("P")
 T = TypeVar("T")
 
-EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_USAGE = 2
 EXIT_PAUSED = 3
 EXIT_INTERRUPTED = 130
 
@@ -160,8 +158,6 @@ def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:
         func = option(func)
     return func
 
-
-AsyncCommand = Callable[..., Awaitable[Any]]
 
 
 def check_api_base(url: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rich.console import Console
@@ -302,9 +302,3 @@ def summary_table(summary: Mapping[str, Any], *, title: str = "sync") -> Table:
             table.add_row(key, _format(key, summary[key]))
     return table
 
-
-def iter_summary_lines(summary: Mapping[str, Any]) -> Iterator[str]:
-    """The summary as ``label: value`` lines (for logs without a table)."""
-    for key, label in _SUMMARY_ROWS:
-        if key in summary:
-            yield f"{label}: {_format(key, summary[key])}"

@@ -118,11 +118,6 @@ async def sync_audience(
     fingerprint, resumable = input_fingerprint(inputs, options.fingerprint(), paths_per_call)
     state = Path(state_dir) if state_dir is not None else default_state_dir()
     with Journal(state) as journal:
-        strategy: JobStrategy = (
-            MirrorStrategy(SnapshotStore(journal.state_dir))
-            if spec.action is JobAction.MIRROR
-            else DirectStrategy(spec.action)
-        )
         run = JobRun(
             client=client,
             inputs=as_inputs(inputs),
@@ -135,12 +130,18 @@ async def sync_audience(
             journal=journal,
             reporter=reporter,
             clock=clock,
-            strategy=strategy,
+            strategy=_strategy(spec, journal),
         )
         if dry_run:
             return await run.dry_run(restart=restart)
         with journal.lock(run.key):
             return await run.run(restart=restart)
+
+
+def _strategy(spec: JobSpec, journal: Journal) -> JobStrategy:
+    if spec.action is JobAction.MIRROR:
+        return MirrorStrategy(SnapshotStore(journal.state_dir))
+    return DirectStrategy(spec.action)
 
 
 def _prepare_options(fields: dict[str, Any]) -> PrepareOptions:
