@@ -67,6 +67,7 @@ from asyncsync.syncplan import (
     iso_utc,
     utc_day_bounds,
 )
+from asyncsync.tiktok.audience_state import operation_running, operations_since
 from asyncsync.tiktok.client import TikTokClient
 from asyncsync.tiktok.wire import Audience
 
@@ -788,7 +789,7 @@ class _SyncRun:
         delay = self.poll_interval
         while True:
             audience = await self._get(audience_id)
-            if audience.is_valid is not False:
+            if not operation_running(audience):
                 return audience
             waited = time.monotonic() - since
             if waited >= self.max_wait:
@@ -1002,11 +1003,10 @@ class _SyncRun:
         assert audience_id is not None
         audience = await self._get(audience_id, history_size=HISTORY_SIZE)
         window = op.intent_at - HISTORY_SLACK_S
-        seen = 0
-        for entry in audience.history:
-            at = epoch_of(entry.opt_time)
-            if at is not None and at >= window and entry.action.upper() == op.kind:
-                seen += 1
+        # Any history entry counts, whatever its (undocumented) action; when the history cannot
+        # tell, the update is taken as not applied: resending APPEND, REMOVE or REPLACE cannot
+        # double-count a member (docs/tiktok-api.md, "Reconciling an update").
+        seen = operations_since(audience, window) or 0
         # Our own operations that TikTok may have stamped inside the window: any whose answer
         # came after its start, and any of another job whose outcome is still unknown (an
         # abandoned job's). Erring this way can only make a done operation look absent (it
@@ -1015,7 +1015,6 @@ class _SyncRun:
             o
             for o in self.journal.operations_on(self.api_base, self.spec.advertiser_id, audience_id)
             if o.id != op.id
-            and o.kind == op.kind
             and (o.outcome == Outcome.DONE or o.outcome is None)
             and (o.result_at if o.result_at is not None else o.intent_at) >= window
         ]

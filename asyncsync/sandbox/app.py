@@ -23,8 +23,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from aiohttp import BodyPartReader, web
 
 from asyncsync.errors import UsageError
-from asyncsync.rules.limits import API_VERSION_PREFIX, FILE_SUFFIXES, digest_hex_length
-from asyncsync.sandbox.faults import Fault, FaultConfig, FaultInjector
+from asyncsync.sandbox import rules as R
+from asyncsync.sandbox.faults import Fault, FaultConfig, FaultInjector, ScriptedAnswer
 from asyncsync.sandbox.state import (
     ApiError,
     SandboxClock,
@@ -37,7 +37,7 @@ from asyncsync.sandbox.state import (
 
 __all__ = ["Sandbox", "build_app"]
 
-P: Final = API_VERSION_PREFIX
+P: Final = R.API_PREFIX
 LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 _CHUNK: Final = 1024 * 1024
 _MAX_FIELD_BYTES: Final = 64 * 1024
@@ -235,25 +235,32 @@ class _Api:
             if spool is None:
                 raise bad("file is required")
             name = fields.get("file_name") or filename
-            if not name.endswith(FILE_SUFFIXES) or not filename.endswith(FILE_SUFFIXES):
-                raise bad(f"file name must end with .csv or .txt exactly, not {filename!r}")
+            if not name.endswith(R.UPLOAD_SUFFIXES) or not filename.endswith(R.UPLOAD_SUFFIXES):
+                raise ApiError(
+                    R.FILE_TYPE_ERROR,
+                    f"file name must end with .csv or .txt exactly, not {filename!r}",
+                )
             signature = fields.get("file_signature", "").strip()
             if not signature:
                 raise bad("file_signature is required")
             ct = check_calculate_type(fields.get("calculate_type"), upload=True)
             if too_big:
-                raise bad(
-                    f"The file is larger than the limit of {self.sb.config.max_file_bytes} bytes."
+                raise ApiError(
+                    R.FILE_TOO_LARGE,
+                    f"The file is larger than the limit of {self.sb.config.max_file_bytes} bytes.",
                 )
+            if size == 0:
+                raise ApiError(R.FILE_EMPTY, "The file is empty.")
             actual = md5.hexdigest()
             if signature.lower() != actual:
                 raise ApiError(
-                    40900, "The file_signature does not match the MD5 of the uploaded file."
+                    R.SIGNATURE_ERROR,
+                    "The file_signature does not match the MD5 of the uploaded file.",
                 )
-            digests, lines = await asyncio.to_thread(parse_digests, spool, digest_hex_length(ct))
+            digests, lines = await asyncio.to_thread(parse_digests, spool, R.digest_hex_chars(ct))
             entry = self.state.add_file(
                 advertiser_id=advertiser_id,
-                uploaded_calculate_type=ct.value,
+                uploaded_calculate_type=ct,
                 digests=digests,
                 size_bytes=size,
                 lines=lines,
@@ -304,8 +311,8 @@ class _Api:
         advertiser_id = _advertiser(request.query.get("advertiser_id"))
         self._authorize(request, advertiser_id)
         ids = _query_list(request, "custom_audience_ids")
-        if not ids or len(ids) > 100:
-            raise bad("custom_audience_ids must hold 1 to 100 audience IDs")
+        if not ids or len(ids) > R.GET_IDS_PER_CALL:
+            raise bad(f"custom_audience_ids must hold 1 to {R.GET_IDS_PER_CALL} audience IDs")
         history_size = _query_int(request, "history_size", 10, 0, 100)
         out = []
         for audience_id in ids:
@@ -352,8 +359,7 @@ class _Api:
         app_id = _str_field(body, "app_id") or ""
         secret = _str_field(body, "secret") or ""
         token = _str_field(body, "access_token") or ""
-        self.state.revoke_token(app_id, secret, token)
-        return _ok(self.sb)
+        return _ok(self.sb, self.state.revoke_token(app_id, secret, token))
 
     async def advertisers(self, request: web.Request) -> web.Response:
         info = self.state.check_token(request.headers.get("Access-Token"))
@@ -361,7 +367,7 @@ class _Api:
         secret = request.query.get("secret", "")
         known = self.state.apps.get(app_id)
         if known is None or known[0] != secret:
-            raise ApiError(40104, "app_id or secret is invalid")
+            raise ApiError(R.INVALID_PARTNER, "app_id or secret is invalid")
         ids = sorted(info.advertiser_ids) if info.advertiser_ids is not None else []
         return _ok(
             self.sb,
@@ -471,10 +477,31 @@ class _Control:
             raise web.HTTPBadRequest(text=str(exc)) from None
         return web.json_response({"auth_code": code})
 
+    async def scripts(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        try:
+            script = ScriptedAnswer.from_json(body)
+        except (UsageError, TypeError) as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        self.sb.script(script)
+        return web.json_response(script.to_json())
+
     async def restart(self, request: web.Request) -> web.Response:
         # Over HTTP only the state is reset: the socket serving this request stays open.
         self.sb.state.reset()
         return web.json_response({"restarted": True})
+
+
+def _scripted(sb: Sandbox, script: ScriptedAnswer) -> web.Response:
+    """Answer ``script`` and count it as used."""
+    sb._use_script(script)
+    if script.http_status is not None:
+        return web.Response(
+            status=script.http_status,
+            text=f"<html><body><h1>{script.http_status}</h1></body></html>",
+            content_type="text/html",
+        )
+    return _envelope(sb, script.code, script.message, None)
 
 
 def build_app(sb: Sandbox) -> web.Application:
@@ -509,10 +536,16 @@ def build_app(sb: Sandbox) -> web.Application:
             return _envelope(sb, 40100, "Too many requests. Please retry in some time.", None)
         if fault is Fault.SERVER_ERROR:
             return _envelope(sb, 50002, "Internal service error. Please retry later.", None)
+        script = sb._script_for(path)
+        if script is not None and not script.carry_out:
+            return _scripted(sb, script)
         try:
-            return await handler(request)
+            response = await handler(request)
         except ApiError as exc:
             return _envelope(sb, exc.code, exc.message, None)
+        if script is not None:
+            return _scripted(sb, script)
+        return response
 
     app = web.Application(middlewares=[tiktok_middleware], client_max_size=16 * 1024 * 1024)
     app[SANDBOX_KEY] = sb
@@ -532,6 +565,7 @@ def build_app(sb: Sandbox) -> web.Application:
         ("GET", "/_sandbox/state", control.state),
         ("GET", "/_sandbox/audiences/{audience_id}/members", control.members),
         ("POST", "/_sandbox/faults", control.faults),
+        ("POST", "/_sandbox/scripts", control.scripts),
         ("POST", "/_sandbox/clock", control.clock),
         ("POST", "/_sandbox/tokens", control.tokens),
         ("POST", "/_sandbox/auth_codes", control.auth_codes),
@@ -568,6 +602,7 @@ class Sandbox:
         self._injector = FaultInjector(faults if faults is not None else FaultConfig())
         self._link = _Link(self.config.upload_bytes_per_second, self.config.link_bytes_per_second)
         self._requests: Counter[str] = Counter()
+        self._scripts: list[ScriptedAnswer] = []
         self._given_spool = Path(spool_dir) if spool_dir is not None else None
         self._spool: Path | None = None
         self._spool_seq = 0
@@ -654,6 +689,21 @@ class Sandbox:
     def members(self, audience_id: str) -> frozenset[str]:
         """Lowercase hex digests the audience holds (as of its last finished operation)."""
         return self.state.members_hex(audience_id)
+
+    def script(self, answer: ScriptedAnswer) -> None:
+        """Answer the next matching request(s) with ``answer`` (see :class:`ScriptedAnswer`);
+        scripts apply in the order given."""
+        self._scripts.append(answer)
+
+    def clear_scripts(self) -> None:
+        self._scripts.clear()
+
+    def _script_for(self, path: str) -> ScriptedAnswer | None:
+        return next((s for s in self._scripts if s.matches(path)), None)
+
+    def _use_script(self, script: ScriptedAnswer) -> None:
+        if script.use():
+            self._scripts.remove(script)
 
     def fault_counts(self) -> dict[str, int]:
         return {kind.value: self._injector.counts.get(kind.value, 0) for kind in Fault}
