@@ -49,6 +49,9 @@ DAY: Final = 86_400.0
 EXPIRING_WINDOW_SECONDS: Final = R.EXPIRING_WINDOW_DAYS * DAY
 """An audience counts as expiring this long before its expiry time."""
 DEFAULT_EXPIRY_DAYS: Final = 365
+"""An audience expires this long after its last file operation. TikTok publishes no lifetime
+(``retention_in_days`` is how long members stay, not when the audience expires): our
+assumption, docs/tiktok-api.md."""
 BUSY_MESSAGE: Final = (
     "Audience is busy: another operation is still running. Retry after it completes."
 )
@@ -540,8 +543,7 @@ class SandboxState:
         ends = now + self.config.operation_seconds
         audience.history.append(Operation(action, now, ends, files, replacement=replacement))
         audience.modify_time = now
-        if audience.retention_in_days is None:
-            audience.expires = now + DEFAULT_EXPIRY_DAYS * DAY
+        audience.expires = now + DEFAULT_EXPIRY_DAYS * DAY
         self.settle(audience)
 
     def create(
@@ -574,7 +576,6 @@ class SandboxState:
                 f"{self.config.max_audiences}; delete some before creating more."
             )
         now = self.clock.now()
-        days = retention_in_days if retention_in_days is not None else DEFAULT_EXPIRY_DAYS
         audience = Audience(
             audience_id=self.new_audience_id(),
             advertiser_id=advertiser_id,
@@ -583,7 +584,7 @@ class SandboxState:
             sub_type=sub_type,
             retention_in_days=retention_in_days,
             create_time=now,
-            expires=now + days * DAY,
+            expires=now + DEFAULT_EXPIRY_DAYS * DAY,
             file_paths=[f.file_path for f in files],
         )
         self.audiences[audience.audience_id] = audience
