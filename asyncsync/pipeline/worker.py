@@ -59,6 +59,8 @@ class HashSettings:
     sample_cap: int
     bucket_bits: int
     spill_dir: str
+    default_country: str | None = None
+    """Region of phone numbers written without ``+``/``00`` (``--default-country``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ def hash_job(job: Job, settings: HashSettings) -> ChunkResult:
         "id_type": settings.id_type,
         "hash_algo": settings.hash_algo,
         "sample_cap": settings.sample_cap,
+        "default_country": settings.default_country,
     }
     if isinstance(job, RangeJob):
         data = read_range(job)

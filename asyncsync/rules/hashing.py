@@ -210,12 +210,14 @@ def _hash_rows(valid: npt.NDArray[np.void], mobile: bool, algo: HashAlgo) -> byt
     return bytes(out)
 
 
-def _per_line(lines: Sequence[bytes], kind: IdType, algo: HashAlgo) -> tuple[Status, bytes]:
+def _per_line(
+    lines: Sequence[bytes], kind: IdType, algo: HashAlgo, default_country: str | None = None
+) -> tuple[Status, bytes]:
     h = _md5 if algo is HashAlgo.MD5 else _sha256
     status: Status = np.zeros(len(lines), dtype=np.int8)
     out: list[bytes] = []
     for i, line in enumerate(lines):
-        result = normalize(line, kind)
+        result = normalize(line, kind, default_country)
         if isinstance(result, Reject):
             status[i] = _STATUS[result]
         else:
@@ -229,11 +231,13 @@ def hash_chunk(
     id_type: IdType | str,
     hash_algo: HashAlgo | str = HashAlgo.SHA256,
     sample_cap: int = 100,
+    default_country: str | None = None,
 ) -> ChunkHashes:
     """Normalize, validate and hash every line of ``data``.
 
     Lines end with ``\\n`` or ``\\r\\n``; a last line without a line end counts; an empty
     ``data`` holds no line. A byte-order mark must already be removed by the reader.
+    ``default_country`` is the region phone numbers without ``+``/``00`` belong to.
     """
     kind, algo = IdType(id_type), HashAlgo(hash_algo)
     size = digest_size(kind, algo)
@@ -242,7 +246,7 @@ def hash_chunk(
         lines = data.split(b"\n")
         if lines[-1] == b"":
             lines.pop()
-        status, digests = _per_line(lines, kind, algo)
+        status, digests = _per_line(lines, kind, algo, default_country)
         return _finish(status, digests, size, sample_cap)
     width, mobile = template
     status, norm = _fixed_width(data, width, mobile)
@@ -256,6 +260,7 @@ def hash_values(
     id_type: IdType | str,
     hash_algo: HashAlgo | str = HashAlgo.SHA256,
     sample_cap: int = 100,
+    default_country: str | None = None,
 ) -> ChunkHashes:
     """Like :func:`hash_chunk` for values already split out (a CSV column); a value may hold
     line ends (a quoted multi-line field) and is still one row."""
@@ -263,7 +268,7 @@ def hash_values(
     size = digest_size(kind, algo)
     template = _template(kind)
     if template is None:
-        status, digests = _per_line(values, kind, algo)
+        status, digests = _per_line(values, kind, algo, default_country)
         return _finish(status, digests, size, sample_cap)
     width, mobile = template
     multi = [i for i, v in enumerate(values) if b"\n" in v]
