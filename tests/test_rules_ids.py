@@ -1,4 +1,4 @@
-"""The normalization rules of DESIGN.md section 5, each with its test vector."""
+"""The normalization rules of docs/tiktok-api.md ("Normalization"), each with its test vector."""
 
 import hashlib
 
