@@ -172,7 +172,9 @@ class TikTokClient:
     Errors: :class:`UsageError` for invalid arguments (before anything is sent),
     :class:`InputError` for an unreadable file, subclasses of :class:`TikTokError` for TikTok's
     codes, :class:`TransportError` / :class:`RequestTimeout` when the exchange itself failed after
-    the last attempt, :class:`OutcomeUnknownError` when a create's answer was lost. The access
+    the last attempt, :class:`OutcomeUnknownError` when a create or update may or may not have
+    been carried out (a lost answer, HTTP 5xx, 50002...: the table of
+    :mod:`asyncsync.tiktok.codes`, explained in docs/tiktok-api.md). The access
     token and app secrets never appear in ``repr``, logs, exception text or URLs.
 
     ``api_base`` must be ``https://``, or plain ``http://`` on a loopback host (a local sandbox):
