@@ -273,3 +273,27 @@ async def test_a_create_answered_file_not_exist_or_expired_uploads_again(
     assert await idle_members(sb, client, result.audience_id) == digests(values)
     uploads = sb.request_counts()["/open_api/v1.3/dmp/custom_audience/file/upload/"]
     assert uploads == 2 * result.parts
+
+
+async def test_a_held_create_is_carried_out_after_the_caller_gave_up(
+    sb: Sandbox, tmp_path: Path
+) -> None:
+    (tmp_path / "a.txt").write_text("\n".join(sorted(digests(ids(1, 10)))) + "\n")
+    async with TikTokClient(
+        sb.issue_token(),
+        api_base=sb.api_base,
+        timeout=0.3,
+        retry=RetryPolicy(attempts=3, wait=False),
+        requests_per_second=None,
+    ) as c:
+        up = await c.upload_file(ADVERTISER, tmp_path / "a.txt", "FIRST_SHA256")
+        sb.script(ScriptedAnswer(endpoint=CREATE, code=0, hold_seconds=0.8))
+        with pytest.raises(OutcomeUnknownError):
+            await c.create_audience(ADVERTISER, "Held", [up.file_path], "FIRST_SHA256")
+        assert named(sb, "Held") == []
+        for _ in range(100):
+            if named(sb, "Held"):
+                break
+            await asyncio.sleep(0.02)
+    assert len(named(sb, "Held")) == 1
+    assert sb.request_counts()[f"/open_api/v1.3{CREATE}"] == 1

@@ -492,9 +492,25 @@ class _Control:
         return web.json_response({"restarted": True})
 
 
+async def _carry_out(
+    sb: Sandbox, request: web.Request, handler: Handler, script: ScriptedAnswer | None
+) -> web.StreamResponse:
+    """Run the request; answer ``script`` instead when it ran and one is given."""
+    if script is not None and script.hold_seconds:
+        await asyncio.sleep(script.hold_seconds)
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        return _envelope(sb, exc.code, exc.message, None)
+    if script is None or script.answers_as_usual:
+        return response
+    if not script.hold_seconds:
+        sb._use_script(script)
+    return _scripted(sb, script)
+
+
 def _scripted(sb: Sandbox, script: ScriptedAnswer) -> web.Response:
-    """Answer ``script`` and count it as used."""
-    sb._use_script(script)
+    """The HTTP answer ``script`` describes."""
     if script.http_status is not None:
         return web.Response(
             status=script.http_status,
@@ -538,14 +554,18 @@ def build_app(sb: Sandbox) -> web.Application:
             return _envelope(sb, 50002, "Internal service error. Please retry later.", None)
         script = sb._script_for(path)
         if script is not None and not script.carry_out:
+            sb._use_script(script)
             return _scripted(sb, script)
-        try:
-            response = await handler(request)
-        except ApiError as exc:
-            return _envelope(sb, exc.code, exc.message, None)
-        if script is not None:
-            return _scripted(sb, script)
-        return response
+        if script is not None and script.hold_seconds:
+            # Taken now, so that requests arriving during the hold are not held too; the work
+            # goes on in its own task even if the caller leaves.
+            sb._use_script(script)
+            await request.read()
+            held = asyncio.ensure_future(_carry_out(sb, request, handler, script))
+            sb._held.add(held)
+            held.add_done_callback(sb._held.discard)
+            return await asyncio.shield(held)
+        return await _carry_out(sb, request, handler, script)
 
     app = web.Application(middlewares=[tiktok_middleware], client_max_size=16 * 1024 * 1024)
     app[SANDBOX_KEY] = sb
@@ -603,6 +623,7 @@ class Sandbox:
         self._link = _Link(self.config.upload_bytes_per_second, self.config.link_bytes_per_second)
         self._requests: Counter[str] = Counter()
         self._scripts: list[ScriptedAnswer] = []
+        self._held: set[asyncio.Future[web.StreamResponse]] = set()
         self._given_spool = Path(spool_dir) if spool_dir is not None else None
         self._spool: Path | None = None
         self._spool_seq = 0
@@ -639,6 +660,8 @@ class Sandbox:
         if self._lifecycle is _Lifecycle.CLOSED:
             return
         self._lifecycle = _Lifecycle.CLOSED
+        for held in list(self._held):
+            held.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -703,7 +726,7 @@ class Sandbox:
 
     def _use_script(self, script: ScriptedAnswer) -> None:
         if script.use():
-            self._scripts.remove(script)
+            self._scripts = [s for s in self._scripts if s is not script]
 
     def fault_counts(self) -> dict[str, int]:
         return {kind.value: self._injector.counts.get(kind.value, 0) for kind in Fault}

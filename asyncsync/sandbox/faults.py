@@ -147,6 +147,9 @@ class ScriptedAnswer:
       (TikTok did the work, then reported a failure); a request the sandbox refuses gets its own
       refusal and leaves the script pending. False: the request is not run at all.
     - ``times``: how many requests it applies to (``None``: every one, until cleared).
+    - ``hold_seconds``: with ``carry_out``, hold the request this long (real time) before running
+      it, and run it even if the caller has gone meanwhile, as a server that keeps working
+      after the client's timeout does. ``code`` 0 then means "answer as usual".
     """
 
     endpoint: str
@@ -155,12 +158,15 @@ class ScriptedAnswer:
     http_status: int | None = None
     carry_out: bool = True
     times: int | None = 1
+    hold_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.endpoint:
             raise UsageError("ScriptedAnswer.endpoint must name a path")
-        if self.http_status is None and self.code == 0:
-            raise UsageError("ScriptedAnswer.code must be an error code (not 0)")
+        if self.http_status is None and self.code == 0 and not self.hold_seconds:
+            raise UsageError("ScriptedAnswer.code must be an error code (0 only with a hold)")
+        if not 0.0 <= self.hold_seconds <= 3600.0 or (self.hold_seconds and not self.carry_out):
+            raise UsageError("ScriptedAnswer.hold_seconds must be in [0, 3600], with carry_out")
         if self.http_status is not None and not 400 <= self.http_status <= 599:
             raise UsageError("ScriptedAnswer.http_status must be an HTTP error status")
         if self.times is not None and self.times < 1:
@@ -181,6 +187,10 @@ class ScriptedAnswer:
 
     def matches(self, path: str) -> bool:
         return path == self.endpoint or path.endswith(self.endpoint)
+
+    @property
+    def answers_as_usual(self) -> bool:
+        return self.code == 0 and self.http_status is None
 
     def use(self) -> bool:
         """Count one use; True when the script is now used up."""
