@@ -719,6 +719,7 @@ class SandboxState:
             {
                 "action": op.action,
                 "action_detail": f"{op.action} with {len(op.files)} file(s)",
+                "editor": "open_api",
                 "msg": op.msg,
                 "opt_time": format_time(op.started),
                 "status": "SUCCESS" if op.done else "PROCESSING",
