@@ -25,6 +25,7 @@ from aiohttp import BodyPartReader, web
 from asyncsync.errors import UsageError
 from asyncsync.sandbox import rules as R
 from asyncsync.sandbox.faults import Fault, FaultConfig, FaultInjector, ScriptedAnswer
+from asyncsync.sandbox.persist import read_state, save_state
 from asyncsync.sandbox.state import (
     ApiError,
     SandboxClock,
@@ -525,6 +526,14 @@ def build_app(sb: Sandbox) -> web.Application:
     api = _Api(sb)
 
     @web.middleware
+    async def persist_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        finally:
+            if sb.state_file is not None and request.method == "POST":
+                save_state(sb.state, sb.state_file)
+
+    @web.middleware
     async def tiktok_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
         if not path.startswith("/open_api/"):
@@ -567,7 +576,9 @@ def build_app(sb: Sandbox) -> web.Application:
             return await asyncio.shield(held)
         return await _carry_out(sb, request, handler, script)
 
-    app = web.Application(middlewares=[tiktok_middleware], client_max_size=16 * 1024 * 1024)
+    app = web.Application(
+        middlewares=[persist_middleware, tiktok_middleware], client_max_size=16 * 1024 * 1024
+    )
     app[SANDBOX_KEY] = sb
     app.router.add_post(f"{P}/dmp/custom_audience/file/upload/", api.upload)
     app.router.add_post(f"{P}/dmp/custom_audience/create/", api.create)
@@ -602,7 +613,10 @@ class Sandbox:
     ``http://127.0.0.1:<port>``. ``issue_token()`` gives a token for any advertiser (or the
     listed ones). ``clock.advance(s)`` moves the sandbox's time (operations end, quota days turn,
     files and auth codes expire). Uploads are spooled to ``spool_dir`` (a temporary directory
-    removed on exit when not given). A Sandbox starts once; after exit it cannot be reused.
+    removed on exit when not given). With ``state_file``, the state is loaded from that file at
+    start (when it exists) and written to it after every POST and on close, so a restarted
+    sandbox serves the same tokens, files and audiences (``asyncsync.sandbox.persist``). A
+    Sandbox starts once; after exit it cannot be reused.
     """
 
     def __init__(
@@ -613,8 +627,10 @@ class Sandbox:
         config: SandboxConfig | None = None,
         spool_dir: str | Path | None = None,
         faults: FaultConfig | None = None,
+        state_file: str | Path | None = None,
     ) -> None:
         self.host = host
+        self.state_file = Path(state_file) if state_file is not None else None
         self.port = port
         self.config = config if config is not None else SandboxConfig()
         self.clock = SandboxClock()
@@ -642,6 +658,8 @@ class Sandbox:
             self._spool = Path(tempfile.mkdtemp(prefix="spool-", dir=self._given_spool))
         else:
             self._spool = Path(tempfile.mkdtemp(prefix="asyncsync-sandbox-"))
+        if self.state_file is not None:
+            read_state(self.state, self.state_file)
         runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
@@ -662,6 +680,8 @@ class Sandbox:
         self._lifecycle = _Lifecycle.CLOSED
         for held in list(self._held):
             held.cancel()
+        if self.state_file is not None and self._runner is not None:
+            save_state(self.state, self.state_file)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -344,6 +344,13 @@ class SandboxState:
         self.uploads = 0
         self.upload_bytes = 0
 
+    def rng_state(self) -> tuple[Any, ...]:
+        """The state of the generator of IDs and file paths (for ``persist``)."""
+        return self._rng.getstate()
+
+    def set_rng_state(self, value: tuple[Any, ...]) -> None:
+        self._rng.setstate(value)
+
     # ----------------------------------------------------------------- ids
     def new_audience_id(self) -> str:
         while True:
