@@ -1005,7 +1005,7 @@ class _SyncRun:
         window = op.intent_at - HISTORY_SLACK_S
         # Any history entry counts, whatever its (undocumented) action; when the history cannot
         # tell, the update is taken as not applied: resending APPEND, REMOVE or REPLACE cannot
-        # double-count a member (docs/tiktok-api.md, "Reconciling an update").
+        # double-count a member (docs/tiktok-api.md, "Reconciling a create or an update").
         seen = operations_since(audience, window) or 0
         # Our own operations that TikTok may have stamped inside the window: any whose answer
         # came after its start, and any of another job whose outcome is still unknown (an
