@@ -143,21 +143,23 @@ def test_prepare_cli_reads_national_numbers_only_with_default_country(tmp_path: 
         "malformed": 2,
         "zero_id": 0,
     }
+    assert plain["national_phones"] == 2
     code, am, _ = _prepare(tmp_path, lines, "--default-country", "AM")
     assert code == 0
     assert am["rows_valid"] == 4 and am["duplicates"] == 2
+    assert am["national_phones"] == 0
 
 
 def test_prepare_cli_suggests_default_country_for_malformed_phones(tmp_path: Path) -> None:
     source = tmp_path / "phones.txt"
-    source.write_bytes(b"+374 93 828222\n093 828222\n")
+    source.write_bytes(b"+374 93 828222\n093 828222\n12\n")
     run = subprocess.run(
         [sys.executable, "-m", "asyncsync", "prepare", str(source), "-o", str(tmp_path / "o"),
          "--id-type", "phone", "--workers", "1"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert "1 phone number(s) were malformed" in run.stderr
+    assert "1 phone number(s) were national numbers" in run.stderr
     assert "--default-country" in run.stderr
     bad = subprocess.run(
         [sys.executable, "-m", "asyncsync", "prepare", str(source), "-o", str(tmp_path / "o2"),

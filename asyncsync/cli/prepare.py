@@ -113,7 +113,9 @@ def prepare_command(
         print_json(summary(result))
     else:
         _print_summary(result)
-        print_phone_hint(result.calculate_type.value, default_country, result.rejected)
+        print_phone_hint(
+            result.calculate_type.value, default_country, result.rejected, result.national_phones
+        )
 
 
 @click.command("sample")

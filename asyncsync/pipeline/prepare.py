@@ -238,6 +238,9 @@ class PrepareResult:
     elapsed_s: float
     inputs: tuple[str, ...] = ()
     options: dict[str, object] = field(default_factory=dict)
+    national_phones: int = 0
+    """Phone lines among the malformed ones that are national numbers (a single leading 0):
+    ``--default-country`` would have read them."""
 
     @property
     def bytes_written(self) -> int:
@@ -260,6 +263,7 @@ class PrepareResult:
             "elapsed_s": round(self.elapsed_s, 3),
             "inputs": list(self.inputs),
             "options": dict(self.options),
+            "national_phones": self.national_phones,
         }
 
 
@@ -303,6 +307,7 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> PrepareResult:
             elapsed_s=float(data.get("elapsed_s", 0.0)),
             inputs=tuple(str(x) for x in data.get("inputs", [])),
             options=dict(data.get("options", {})),
+            national_phones=int(data.get("national_phones", 0)),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StateError(f"{path}: corrupt manifest ({type(exc).__name__}: {exc})") from None
@@ -637,6 +642,7 @@ async def prepare(
             elapsed_s=time.perf_counter() - started,
             inputs=tuple(names),
             options=opts.fingerprint(),
+            national_phones=sum(c.national for c in stats.chunks.values()),
         )
         try:
             await asyncio.to_thread(write_json_atomic, result.manifest_path, result.to_manifest())

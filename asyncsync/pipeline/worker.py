@@ -77,6 +77,8 @@ class ChunkResult:
     sample: tuple[tuple[int, str], ...]
     spill_path: str
     bucket_counts: npt.NDArray[np.int32]
+    national: int = 0
+    """Phone lines rejected as national numbers (without ``--default-country``)."""
 
 
 def hash_job(job: Job, settings: HashSettings) -> ChunkResult:
@@ -113,4 +115,5 @@ def hash_job(job: Job, settings: HashSettings) -> ChunkResult:
         sample=sample,
         spill_path=spill_path,
         bucket_counts=counts,
+        national=hashed.national,
     )
