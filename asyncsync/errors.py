@@ -12,19 +12,22 @@ through its ``exit_code`` attribute (2 bad usage or input, 1 failed, 3 paused)::
     │   └── InputChangedError          exit 2: the input changed since the journaled job began
     ├── TransportError(ConnectionError) a connection failed or was reset (after retries)
     │   ├── RequestTimeout(TimeoutError)
-    │   └── OutcomeUnknownError        a create's answer was lost: it may or may not have happened
+    │   └── OutcomeUnknownError        a create or update may or may not have been carried out
     ├── TikTokError                    ``code != 0``; carries code, message, request_id
-    │   ├── AuthError                  token or credential problem (40102, 40104-40107, 40110)
-    │   ├── BadRequestError            the request was refused as invalid (40000, 40001, 409xx...)
-    │   ├── RateLimitedError           too many requests (40100, 40016, 40132, 40133, 61000)
-    │   ├── TransientError             worth retrying (50000, 51xxx, HTTP 5xx...)
+    │   ├── AuthError                  token or credential problem (40101-40131, 70001)
+    │   ├── BadRequestError            refused as invalid (40000, 40001, 40002, 40906-40909...)
+    │   ├── RateLimitedError           too many requests (40016, 40100, 40132, 61000)
+    │   ├── TransientError             worth retrying (50000, 50002, 51xxx, 52xxx, HTTP 5xx...)
     │   ├── SignatureMismatchError     40900: the file's MD5 did not match
-    │   ├── FileExpiredError           40910: an uploaded file_path is no longer known
-    │   ├── AudienceBusyError          40002 on update: an operation is still running
+    │   ├── FileExpiredError           40905 / 40910: an uploaded file_path is no longer known
+    │   ├── AudienceBusyError          40002 on update while ``get`` shows an operation running
     │   ├── QuotaExceededError         40002 on update: a daily limit is reached
     │   └── DuplicatedRequestError     40050: the same request was already received
     └── Paused                         exit 3: a quota or a running operation stopped progress;
                                        the journal holds the job and the same command resumes it
+
+Which TikTok code gives which class, and whether the request may have been carried out, is the
+table of ``asyncsync.tiktok.codes`` (docs/tiktok-api.md).
 """
 
 from __future__ import annotations
@@ -108,16 +111,22 @@ class RequestTimeout(TransportError, TimeoutError):
 
 
 class OutcomeUnknownError(TransportError):
-    """A request that is not safe to repeat (create) was sent but its answer was lost.
+    """A request that is not safe to repeat (create, update) may or may not have been carried
+    out: its answer was lost, or said something that can come after the work was done (HTTP
+    5xx, 50002 SYS_TIMEOUT, 51010 INTERNAL_TIME_OUT, 40202 WRITE_CONFLICT...).
 
     The client does not resend it: TikTok has no idempotency key, so a blind retry could create a
-    second audience. Look the audience up (by name) before creating it again. ``endpoint`` names
-    the request.
+    second audience or apply an update twice. Read TikTok's state (the audience by name, its
+    history) before sending it again. ``endpoint`` names the request; ``answer`` is TikTok's
+    error answer when there was one (its ``code``, ``message`` and ``request_id``).
     """
 
-    def __init__(self, message: str, *, endpoint: str = "") -> None:
+    def __init__(
+        self, message: str, *, endpoint: str = "", answer: TikTokError | None = None
+    ) -> None:
         super().__init__(message)
         self.endpoint = endpoint
+        self.answer = answer
 
 
 class TikTokError(AsyncSyncError):
@@ -185,11 +194,11 @@ class SignatureMismatchError(TikTokError):
 
 
 class FileExpiredError(TikTokError):
-    """40910 (or an unknown file_path): the uploaded file must be uploaded again."""
+    """40905 FILE_NOT_EXIST or 40910 FILE_EXPIRED: the file must be uploaded again."""
 
 
 class AudienceBusyError(TikTokError):
-    """40002 on update: the audience is still running an operation."""
+    """40002 on update while TikTok shows an operation running on the audience."""
 
 
 class QuotaExceededError(TikTokError):

@@ -217,7 +217,7 @@ async def test_auth_code_used_twice_fails_and_leaves_no_token_file(
         *args, "--token-file", str(second_file), "--api-base", sandbox.api_base, env=env
     )
     assert second.code == 1
-    assert "40102" in second.err and "Traceback" not in second.err
+    assert "40110" in second.err and "Traceback" not in second.err
     assert not second_file.exists()
 
 

@@ -297,11 +297,20 @@ async def test_duplicated_request_code_maps_to_its_own_error(serve: Serve) -> No
     async def duplicated(request: web.Request) -> web.Response:
         return envelope(40050, message="Duplicated request")
 
-    base = await serve({f"POST {P}/dmp/custom_audience/update/": duplicated})
+    base = await serve(
+        {
+            f"POST {P}/dmp/custom_audience/update/": duplicated,
+            f"POST {P}/dmp/custom_audience/delete/": duplicated,
+        }
+    )
     async with client_for(base) as c:
         with pytest.raises(DuplicatedRequestError):
+            await c.delete_audiences(ADVERTISER, ["1"])
+        # An earlier copy of the update may have been carried out: its outcome is unknown.
+        with pytest.raises(OutcomeUnknownError) as info:
             await c.update_audience(ADVERTISER, "1", name="n")
-    assert c.stats.api_calls == 1
+    assert isinstance(info.value.answer, DuplicatedRequestError)
+    assert c.stats.api_calls == 2
 
 
 async def test_a_persistent_signature_mismatch_gives_up_after_one_reupload(

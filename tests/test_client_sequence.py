@@ -252,7 +252,7 @@ async def test_signature_mismatch_leads_to_exactly_one_reupload_with_the_md5_fro
 async def test_unknown_file_path_surfaces_as_file_expired_error(client: TikTokClient) -> None:
     with pytest.raises(FileExpiredError) as info:
         await client.create_audience(ADVERTISER, "n", ["nope"], "FIRST_SHA256")
-    assert info.value.code == 40910
+    assert info.value.code == 40905
     assert info.value.request_id
     assert client.stats.api_calls == 1
 
@@ -275,7 +275,9 @@ async def test_update_while_an_operation_runs_is_audience_busy_and_not_retried(
                 ADVERTISER, audience_id, file_paths=[b.file_path], action="APPEND"
             )
         assert info.value.code == 40002
-        assert c.stats.api_calls == calls + 1
+        # The update, then one get that shows the running operation; no resend.
+        assert c.stats.api_calls == calls + 2
+        assert sb.request_counts()["/open_api/v1.3/dmp/custom_audience/update/"] == 1
 
 
 async def test_update_past_the_daily_quota_is_quota_exceeded(
@@ -321,7 +323,7 @@ async def test_oauth_code_exchange_gives_a_working_token_and_revoke_ends_it(
         assert token.access_token not in repr(token)
         with pytest.raises(AuthError) as reused:
             await anon.exchange_auth_code(app_id="app1", secret="s3cr3t-app", auth_code=code)
-        assert reused.value.code == 40102
+        assert reused.value.code == 40110
         with pytest.raises(UsageError, match="access token is required"):
             await anon.list_audiences(ADVERTISER)
 

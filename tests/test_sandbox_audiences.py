@@ -14,6 +14,7 @@ from helpers.ids import md5_digests, sha256_digests
 from helpers.sandbox import RawApi
 
 from asyncsync.sandbox import Sandbox
+from asyncsync.sandbox.state import DEFAULT_EXPIRY_DAYS
 
 Factory = Callable[..., AbstractAsyncContextManager[Sandbox]]
 BUSY = "Audience is busy: another operation is still running. Retry after it completes."
@@ -64,17 +65,16 @@ async def test_create_allows_duplicate_names(raw_api: RawApi) -> None:
         ({"retention_in_days": 366}, "retention_in_days"),
         ({"retention_in_days": "30"}, "retention_in_days"),
         ({"audience_sub_type": "LOOKALIKE"}, "audience_sub_type"),
-        ({"calculate_type": "FIRST_MD5"}, "calculate_type"),
         ({"calculate_type": "MAID_SHA256"}, "calculate_type"),
         ({"calculate_type": "NOPE"}, "calculate_type"),
     ],
 )
-async def test_create_refuses_an_invalid_field_with_40001_naming_it(
+async def test_create_refuses_an_invalid_field_with_40002_naming_it(
     raw_api: RawApi, extra: dict[str, Any], field: str
 ) -> None:
     path = await raw_api.upload_path(sha256_digests("a", 5))
     answer = await raw_api.create([path], **extra)
-    assert answer["code"] == 40001
+    assert answer["code"] == 40002
     assert field in answer["message"]
     assert raw_api.sandbox.state.audiences == {}
 
@@ -98,15 +98,15 @@ async def test_create_takes_1_to_500_file_paths(raw_api: RawApi) -> None:
     none = await raw_api.create([])
     too_many = await raw_api.create([path] * 501)
     most = await raw_api.create([path] * 500)
-    assert none["code"] == 40001 and "file_paths" in none["message"]
-    assert too_many["code"] == 40001 and "500" in too_many["message"]
+    assert none["code"] == 40002 and "file_paths" in none["message"]
+    assert too_many["code"] == 40002 and "500" in too_many["message"]
     assert most["code"] == 0
 
 
-async def test_create_with_an_unknown_file_path_is_40910(raw_api: RawApi) -> None:
+async def test_create_with_an_unknown_file_path_is_40905_file_not_exist(raw_api: RawApi) -> None:
     answer = await raw_api.create(["0123456789abcdef"])
-    assert answer["code"] == 40910
-    assert "file expired or not found" in answer["message"]
+    assert answer["code"] == 40905
+    assert "0123456789abcdef" in answer["message"]
 
 
 async def test_create_with_an_expired_file_path_is_40910(raw_api: RawApi) -> None:
@@ -116,15 +116,15 @@ async def test_create_with_an_expired_file_path_is_40910(raw_api: RawApi) -> Non
     assert answer["code"] == 40910
 
 
-async def test_create_with_another_advertisers_file_is_40910(raw_api: RawApi) -> None:
+async def test_create_with_another_advertisers_file_is_40905(raw_api: RawApi) -> None:
     path = await raw_api.upload_path(sha256_digests("a", 5), advertiser_id="7000000000000000002")
-    assert (await raw_api.create([path]))["code"] == 40910
+    assert (await raw_api.create([path]))["code"] == 40905
 
 
-async def test_create_with_an_md5_file_for_a_sha256_audience_is_refused(raw_api: RawApi) -> None:
+async def test_create_with_an_md5_file_for_a_sha256_audience_is_40909(raw_api: RawApi) -> None:
     path = await raw_api.upload_path(md5_digests("a", 5), calculate_type="FIRST_MD5")
     answer = await raw_api.create([path], calculate_type="FIRST_SHA256")
-    assert answer["code"] == 40001 and "calculate_type" in answer["message"]
+    assert answer["code"] == 40909 and "calculate_type" in answer["message"]
     assert (await raw_api.create([path], calculate_type="FIRST_MD5"))["code"] == 0
 
 
@@ -136,7 +136,7 @@ async def test_an_advertiser_holds_at_most_max_audiences(api_with: Any) -> None:
             [await api.upload_path(sha256_digests("a", 5), advertiser_id="7000000000000000002")],
             advertiser_id="7000000000000000002",
         )
-    assert codes == [0, 0, 0, 40001]
+    assert codes == [0, 0, 0, 40002]
     assert other["code"] == 0
 
 
@@ -249,10 +249,10 @@ async def test_an_update_that_leaves_fewer_than_1000_members_is_not_applied(
     await raw_api.wait_idle(audience_id)
     path = await raw_api.upload_path(base[:101])
     answer = await raw_api.update(audience_id, file_paths=[path], action="REMOVE")
-    assert answer["code"] == 40001 and "1000" in answer["message"]
+    assert answer["code"] == 40002 and "1000" in answer["message"]
     small = await raw_api.upload_path(sha256_digests("c", 999))
     replace = await raw_api.update(audience_id, file_paths=[small], action="REPLACE")
-    assert replace["code"] == 40001 and "1000" in replace["message"]
+    assert replace["code"] == 40002 and "1000" in replace["message"]
     assert raw_api.sandbox.members(audience_id) == frozenset(base)
     (snapshot,) = raw_api.sandbox.state.snapshot()["audiences"]
     assert snapshot["operations_today"] == 0
@@ -267,21 +267,24 @@ async def test_remove_of_all_the_audiences_data_is_refused(api_with: Any) -> Non
             audience_id, file_paths=[await api.upload_path(base)], action="REMOVE"
         )
         members = api.sandbox.members(audience_id)
-    assert answer["code"] == 40001 and "REMOVE" in answer["message"]
+    assert answer["code"] == 40002 and "REMOVE" in answer["message"]
     assert members == frozenset(base)
 
 
 async def test_an_expiring_audience_can_only_be_deleted(raw_api: RawApi) -> None:
     audience_id = await raw_api.create_id(sha256_digests("a", 1200), retention_in_days=30)
     await raw_api.wait_idle(audience_id)
-    raw_api.sandbox.clock.advance(24 * DAY)
+    raw_api.sandbox.clock.advance((DEFAULT_EXPIRY_DAYS - 61) * DAY)
+    assert (await raw_api.details(audience_id))["audience_details"]["is_expiring"] is False
+    raw_api.sandbox.clock.advance(2 * DAY)
     details = (await raw_api.details(audience_id))["audience_details"]
     assert details["is_expiring"] is True
+    assert details["is_valid"] is True
     path = await raw_api.upload_path(sha256_digests("b", 10))
     update = await raw_api.update(audience_id, file_paths=[path], action="APPEND")
     rename = await raw_api.update(audience_id, custom_audience_name="new")
-    assert update["code"] == 40001 and "deleted" in update["message"]
-    assert rename["code"] == 40001
+    assert update["code"] == 40002 and "deleted" in update["message"]
+    assert rename["code"] == 40002
     delete = await raw_api.post(
         "/dmp/custom_audience/delete/",
         {"advertiser_id": ADVERTISER, "custom_audience_ids": [audience_id]},
@@ -308,9 +311,9 @@ async def test_update_needs_a_name_or_file_paths_and_a_known_action(raw_api: Raw
     path = await raw_api.upload_path(sha256_digests("b", 10))
     bad_action = await raw_api.update(audience_id, file_paths=[path], action="MERGE")
     unknown = await raw_api.update("123", custom_audience_name="x")
-    assert nothing["code"] == 40001 and "file_paths" in nothing["message"]
-    assert bad_action["code"] == 40001 and "action" in bad_action["message"]
-    assert unknown["code"] == 40001 and "123" in unknown["message"]
+    assert nothing["code"] == 40002 and "file_paths" in nothing["message"]
+    assert bad_action["code"] == 40002 and "action" in bad_action["message"]
+    assert unknown["code"] == 40002 and "123" in unknown["message"]
 
 
 async def test_delete_takes_1_to_100_known_ids(raw_api: RawApi) -> None:
@@ -321,9 +324,9 @@ async def test_delete_takes_1_to_100_known_ids(raw_api: RawApi) -> None:
         payload = {"advertiser_id": ADVERTISER, "custom_audience_ids": ids}
         return await raw_api.post("/dmp/custom_audience/delete/", payload)
 
-    assert (await delete([]))["code"] == 40001
-    assert (await delete([gone] * 101))["code"] == 40001
-    assert (await delete([gone, "999"]))["code"] == 40001
+    assert (await delete([]))["code"] == 40002
+    assert (await delete([gone] * 101))["code"] == 40002
+    assert (await delete([gone, "999"]))["code"] == 40002
     assert set(raw_api.sandbox.state.audiences) == {keep, gone}
     assert (await delete([gone]))["code"] == 0
     assert set(raw_api.sandbox.state.audiences) == {keep}
@@ -343,7 +346,7 @@ async def test_get_takes_ids_as_a_json_string_or_repeated_values(raw_api: RawApi
     for answer in (as_json, repeated):
         assert answer["code"] == 0
         assert [e["audience_details"]["audience_id"] for e in answer["data"]["list"]] == ids
-    assert missing["code"] == 40001 and "custom_audience_ids" in missing["message"]
+    assert missing["code"] == 40002 and "custom_audience_ids" in missing["message"]
 
 
 async def test_get_history_size_limits_the_history_newest_first(api_with: Any) -> None:
@@ -378,7 +381,7 @@ async def test_list_pages_through_every_audience(raw_api: RawApi) -> None:
     too_big = await raw_api.get(
         "/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER, "page_size": "101"}
     )
-    assert too_big["code"] == 40001 and "page_size" in too_big["message"]
+    assert too_big["code"] == 40002 and "page_size" in too_big["message"]
 
 
 async def test_each_answer_carries_a_fresh_request_id(raw_api: RawApi) -> None:
@@ -395,7 +398,7 @@ async def test_ids_in_json_bodies_may_be_numbers(raw_api: RawApi) -> None:
     answer = await raw_api.create([path], advertiser_id=int(ADVERTISER))  # type: ignore[arg-type]
     assert answer["code"] == 0
     not_numeric = await raw_api.create([path], advertiser_id="adv-1")
-    assert not_numeric["code"] == 40001 and "advertiser_id" in not_numeric["message"]
+    assert not_numeric["code"] == 40002 and "advertiser_id" in not_numeric["message"]
 
 
 async def test_paths_need_their_trailing_slash(raw_api: RawApi) -> None:

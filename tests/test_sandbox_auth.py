@@ -25,9 +25,9 @@ POSTS = [
 ]
 
 
-@pytest.mark.parametrize("token", ["", "not-a-known-token"])
-async def test_every_endpoint_refuses_a_missing_or_unknown_token_with_40105(
-    raw_api: RawApi, token: str
+@pytest.mark.parametrize(("token", "code"), [("", 40104), ("not-a-known-token", 40105)])
+async def test_every_endpoint_refuses_a_missing_token_40104_or_unknown_token_40105(
+    raw_api: RawApi, token: str, code: int
 ) -> None:
     answers: list[dict[str, Any]] = []
     for path in GETS:
@@ -37,7 +37,7 @@ async def test_every_endpoint_refuses_a_missing_or_unknown_token_with_40105(
         await raw_api.post(path, {"advertiser_id": ADVERTISER}, token=token) for path in POSTS
     ]
     answers.append(await raw_api.upload(b"x\n", token=token))
-    assert [a["code"] for a in answers] == [40105] * 6
+    assert [a["code"] for a in answers] == [code] * 6
     assert raw_api.sandbox.state.files == {}
 
 
@@ -78,7 +78,7 @@ async def test_an_auth_code_is_exchanged_once_for_a_working_token(raw_api: RawAp
         "/dmp/custom_audience/list/", {"advertiser_id": ADVERTISER}, token=data["access_token"]
     )
     assert listed["code"] == 0
-    assert again["code"] == 40102 and "used" in again["message"]
+    assert again["code"] == 40110 and "used" in again["message"]
 
 
 async def test_an_auth_code_expires_after_an_hour_on_the_sandbox_clock(raw_api: RawApi) -> None:
@@ -87,7 +87,7 @@ async def test_an_auth_code_expires_after_an_hour_on_the_sandbox_clock(raw_api: 
     )
     raw_api.sandbox.clock.advance(3601)
     answer = await exchange(raw_api, code)
-    assert answer["code"] == 40102 and "expired" in answer["message"]
+    assert answer["code"] == 40110 and "expired" in answer["message"]
 
 
 async def test_a_wrong_secret_is_refused_and_keeps_the_code_unused(raw_api: RawApi) -> None:
@@ -96,7 +96,7 @@ async def test_a_wrong_secret_is_refused_and_keeps_the_code_unused(raw_api: RawA
     )
     wrong = await exchange(raw_api, code, secret="guess")
     right = await exchange(raw_api, code)
-    assert wrong["code"] == 40104 and "guess" not in wrong["message"]
+    assert wrong["code"] == 40101 and "guess" not in wrong["message"]
     assert right["code"] == 0
 
 

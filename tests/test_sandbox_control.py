@@ -113,8 +113,8 @@ async def test_restart_forgets_files_and_audiences_but_keeps_tokens(raw_api: Raw
         create = await api.create([path])
         gone = await api.update(audience_id, custom_audience_name="x")
         again = await api.upload(b"x\n")
-    assert create["code"] == 40910
-    assert gone["code"] == 40001
+    assert create["code"] == 40905
+    assert gone["code"] == 40002
     assert again["code"] == 0
 
 

@@ -75,7 +75,7 @@ def test_membership_is_union_then_append_remove_replace_as_sets(
                     action=action,
                     sub_type=None,
                 )
-            assert refused.value.code == 40001
+            assert refused.value.code == 40002
         else:
             state.update(
                 advertiser_id=ADVERTISER,

@@ -38,11 +38,11 @@ async def test_upload_accepts_an_uppercase_md5_signature(raw_api: RawApi) -> Non
 
 
 @pytest.mark.parametrize("filename", ["ids.csv.gz", "ids.CSV", "ids.zip", "ids", "ids.tsv"])
-async def test_upload_refuses_a_file_name_not_ending_in_csv_or_txt(
+async def test_upload_refuses_a_file_name_not_ending_exactly_in_csv_or_txt_with_40908(
     raw_api: RawApi, filename: str
 ) -> None:
     answer = await raw_api.upload(digest_file(sha256_digests("a", 5)), filename=filename)
-    assert answer["code"] == 40001
+    assert answer["code"] == 40908
     assert ".csv or .txt" in answer["message"]
 
 
@@ -53,7 +53,7 @@ async def test_upload_accepts_a_txt_file(raw_api: RawApi) -> None:
 
 async def test_upload_refuses_an_unknown_calculate_type(raw_api: RawApi) -> None:
     answer = await raw_api.upload(b"x\n", calculate_type="SHA1")
-    assert answer["code"] == 40001 and "calculate_type" in answer["message"]
+    assert answer["code"] == 40002 and "calculate_type" in answer["message"]
 
 
 async def test_upload_accepts_maid_alias_and_folds_it_to_first(raw_api: RawApi) -> None:
@@ -63,7 +63,7 @@ async def test_upload_accepts_maid_alias_and_folds_it_to_first(raw_api: RawApi) 
     assert entry.uploaded_calculate_type == "MAID_SHA256"
 
 
-async def test_upload_over_the_size_cap_is_refused(
+async def test_upload_over_the_size_cap_is_40907_file_too_large(
     sandbox_factory: Callable[..., AbstractAsyncContextManager[Sandbox]],
 ) -> None:
     async with sandbox_factory(max_file_bytes=1000) as sb, aiohttp.ClientSession() as session:
@@ -71,7 +71,7 @@ async def test_upload_over_the_size_cap_is_refused(
         small = await api.upload(b"a" * 1000)
         big = await api.upload(b"a" * 1001)
     assert small["code"] == 0
-    assert big["code"] == 40001 and "1000 bytes" in big["message"]
+    assert big["code"] == 40907 and "1000 bytes" in big["message"]
 
 
 async def test_upload_counts_only_hex_digests_of_the_type_length(raw_api: RawApi) -> None:
@@ -122,9 +122,9 @@ async def test_upload_without_a_file_or_signature_names_the_missing_field(
         raw_api.sandbox.api_base + UPLOAD, data=form, headers=raw_api.headers(None)
     ) as response:
         answer = await response.json()
-    assert answer["code"] == 40001 and "file" in answer["message"]
+    assert answer["code"] == 40002 and "file" in answer["message"]
     no_sig = await raw_api.upload(b"abc", signature="")
-    assert no_sig["code"] == 40001 and "file_signature" in no_sig["message"]
+    assert no_sig["code"] == 40002 and "file_signature" in no_sig["message"]
 
 
 async def test_upload_of_several_megabytes_streams_in_chunks(raw_api: RawApi) -> None:

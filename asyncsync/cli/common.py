@@ -11,7 +11,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
@@ -153,11 +153,48 @@ def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="Hashing processes [default: CPU count].",
         ),
+        click.option(
+            "--default-country",
+            default=None,
+            metavar="CC",
+            help=(
+                "Phones: read numbers written without + or 00 as numbers of this country "
+                "(ISO 3166 alpha-2, e.g. US, GB); without it a number with a single leading 0 "
+                "is malformed."
+            ),
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
+
+def print_phone_hint(
+    calculate_type: object,
+    default_country: str | None,
+    rejected: Mapping[str, int],
+    national: int | None = None,
+) -> None:
+    """After a phone input without ``--default-country``: say how many numbers were national
+    (a single leading 0: no country code), or at least how many were malformed, and suggest the
+    option."""
+    malformed = rejected.get("malformed", 0)
+    if str(calculate_type) != "PHONE_SHA256" or default_country or not malformed:
+        return
+    if national is not None and not national:
+        return
+    what = (
+        f"{national:,} phone number(s) were national numbers (a single leading 0) and were "
+        "rejected as malformed: they lack their country code."
+        if national is not None
+        else f"{malformed:,} phone number(s) were malformed. A number written with a single "
+        "leading 0 is a national number without its country code."
+    )
+    console.print(
+        f"{what} Pass --default-country CC (e.g. US, GB) to read numbers written without + or 00 "
+        "as numbers of that country.",
+        markup=False,
+    )
 
 
 def check_api_base(url: str) -> str:

@@ -7,7 +7,14 @@ from typing import Any
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from asyncsync.cli.common import console, handle_errors, prepare_options, print_json, run_async
+from asyncsync.cli.common import (
+    console,
+    handle_errors,
+    prepare_options,
+    print_json,
+    print_phone_hint,
+    run_async,
+)
 from asyncsync.events import ChunkHashed, Event, PartWritten
 from asyncsync.pipeline import PrepareOptions, PrepareResult, prepare
 from asyncsync.sample import KINDS, write_sample
@@ -74,6 +81,7 @@ def prepare_command(
     column: str | None,
     max_file_bytes: int,
     workers: int | None,
+    default_country: str | None,
     as_json: bool,
 ) -> None:
     """Normalize, hash, dedupe and split INPUT... (files, .gz, .zst, or - for stdin) into part
@@ -84,6 +92,7 @@ def prepare_command(
         column=column,
         max_file_bytes=max_file_bytes,
         workers=workers,
+        default_country=default_country,
     )
     if console.is_terminal and not as_json:
         columns = (
@@ -104,6 +113,9 @@ def prepare_command(
         print_json(summary(result))
     else:
         _print_summary(result)
+        print_phone_hint(
+            result.calculate_type.value, default_country, result.rejected, result.national_phones
+        )
 
 
 @click.command("sample")

@@ -24,6 +24,7 @@ async def _serve(
     config: SandboxConfig,
     faults: FaultConfig,
     as_json: bool,
+    state_file: str | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -32,7 +33,7 @@ async def _serve(
     except (NotImplementedError, RuntimeError):  # pragma: no cover - not on POSIX
         pass
     try:
-        sandbox = Sandbox(host=host, port=port, config=config, faults=faults)
+        sandbox = Sandbox(host=host, port=port, config=config, faults=faults, state_file=state_file)
         await sandbox.start()
     except OSError as exc:
         raise UsageError(f"--host/--port: cannot listen on {host}:{port}: {exc.strerror}") from None
@@ -100,6 +101,13 @@ async def _serve(
 @click.option("--slow-seconds", type=click.FloatRange(0.0, 3600.0), default=1.0, show_default=True)
 @click.option("--drop", type=_PROBABILITY, default=0.0, help="Probability of a dropped connection.")
 @click.option("--fault-seed", type=int, default=0, show_default=True, help="Seed of the faults.")
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Keep tokens, files and audiences in this file across restarts (saved on each change).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print api_base and token as one JSON line.")
 @handle_errors
 def sandbox_command(
@@ -119,6 +127,7 @@ def sandbox_command(
     slow_seconds: float,
     drop: float,
     fault_seed: int,
+    state_file: str | None,
     as_json: bool,
 ) -> None:
     """Serve the TikTok emulator; print its base URL and a ready access token."""
@@ -146,7 +155,7 @@ def sandbox_command(
         drop=drop,
         seed=fault_seed,
     )
-    run_async(_serve(host, port, token, config, faults, as_json))
+    run_async(_serve(host, port, token, config, faults, as_json, state_file))
 
 
 commands: list[click.Command] = [sandbox_command]

@@ -30,6 +30,7 @@ from asyncsync.cli.common import (
     json_option,
     prepare_options,
     print_json,
+    print_phone_hint,
     run_async,
 )
 from asyncsync.cli.progress import CliReporter, summary_table
@@ -149,6 +150,7 @@ def sync_command(
     column: str | None,
     max_file_bytes: int,
     workers: int | None,
+    default_country: str | None,
     concurrency: int,
     paths_per_call: int,
     max_wait: float,
@@ -186,6 +188,7 @@ def sync_command(
         "column": column,
         "max_file_bytes": max_file_bytes,
         "workers": workers,
+        "default_country": default_country,
     }
     job: dict[str, Any] = {
         "name": name,
@@ -214,6 +217,10 @@ def sync_command(
         click.echo("asyncsync: interrupted; run the same command again to resume", err=True)
         sys.exit(EXIT_INTERRUPTED)
     _report_done(summary, members, as_json=as_json, sandbox=sandbox, dry_run=dry_run)
+    if not as_json:
+        print_phone_hint(
+            summary.get("calculate_type"), default_country, summary.get("rejected", {})
+        )
 
 
 @dataclass(slots=True)

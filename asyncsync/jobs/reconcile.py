@@ -18,6 +18,7 @@ from asyncsync.errors import UsageError
 from asyncsync.jobs.plan import epoch_of
 from asyncsync.jobs.spec import JobSpec
 from asyncsync.store.journal import Journal, OperationKind, OperationRow, Outcome
+from asyncsync.tiktok.audience_state import operations_since
 from asyncsync.tiktok.client import TikTokClient
 from asyncsync.tiktok.wire import Audience
 
@@ -107,18 +108,17 @@ class Reconciler:
         return adopted.audience_id
 
     async def update(self, op: OperationRow, audience_id: str | None) -> bool:
-        """Did this update happen? Count the audience's history entries of its action since the
-        intent, minus those the journal already attributes to other operations."""
+        """Did this update happen? Count the audience's history entries since the intent, minus
+        those the journal already attributes to other operations."""
         assert audience_id is not None
         audience = await get_audience(
             self.client, self.spec.advertiser_id, audience_id, history_size=HISTORY_SIZE
         )
         window = op.intent_at - HISTORY_SLACK_S
-        seen = 0
-        for entry in audience.history:
-            at = epoch_of(entry.opt_time)
-            if at is not None and at >= window and entry.action.upper() == op.kind:
-                seen += 1
+        # Any history entry counts, whatever its (undocumented) action; when the history cannot
+        # tell, the update is taken as not applied: resending APPEND, REMOVE or REPLACE cannot
+        # double-count a member (docs/tiktok-api.md, "Reconciling a create or an update").
+        seen = operations_since(audience, window) or 0
         # Our own operations that TikTok may have stamped inside the window: any whose answer
         # came after its start, and any of another job whose outcome is still unknown (an
         # abandoned job's). Erring this way can only make a done operation look absent (it
@@ -127,7 +127,6 @@ class Reconciler:
             o
             for o in self.journal.operations_on(self.api_base, self.spec.advertiser_id, audience_id)
             if o.id != op.id
-            and o.kind is op.kind
             and Outcome.applied_or_unknown(o.outcome)
             and (o.result_at if o.result_at is not None else o.intent_at) >= window
         ]

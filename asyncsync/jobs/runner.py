@@ -52,6 +52,7 @@ from asyncsync.store.journal import (
     OperationRow,
     Outcome,
 )
+from asyncsync.tiktok.audience_state import operation_running
 from asyncsync.tiktok.client import TikTokClient
 from asyncsync.tiktok.wire import Audience
 
@@ -498,7 +499,7 @@ class JobRun:
         delay = poll
         while True:
             audience = await self.get_audience(audience_id)
-            if audience.is_valid is not False:
+            if not operation_running(audience):
                 return audience
             waited = time.monotonic() - since
             if waited >= max_wait:

@@ -64,6 +64,7 @@ from asyncsync.pipeline.parts import (
 from asyncsync.pipeline.source import InputSpec, iter_jobs, open_inputs, parse_column
 from asyncsync.pipeline.worker import ChunkResult, HashSettings, hash_job, init_worker, ready
 from asyncsync.rules.hashing import REASONS, digest_size
+from asyncsync.rules.ids import check_default_country
 from asyncsync.rules.limits import (
     DEFAULT_MAX_FILE_BYTES,
     MAX_FILE_BYTES,
@@ -98,7 +99,9 @@ class PrepareOptions:
     ``column``: read CSV and take this column: a header name, or a 1-based index (an ``int`` or
     a string of digits); with an index the first record is a header only if its field is no
     valid ID and holds no digit. ``max_file_bytes``: largest part, at most 250 MB.
-    ``workers``: processes (default: CPU count).
+    ``workers``: processes (default: CPU count). ``default_country``: ISO 3166 alpha-2 region
+    of phone numbers written without ``+``/``00`` (``--default-country``; see
+    :func:`asyncsync.rules.ids.normalize_phone`).
 
     Tuning (none of these changes the output): ``chunk_bytes`` of input per chunk;
     ``chunks_in_flight`` chunks submitted and not done (default ``2 * workers``);
@@ -130,6 +133,7 @@ class PrepareOptions:
     spill_dir: Path | None = None
     sample_cap: int = 100
     fsync: bool = False
+    default_country: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -166,6 +170,12 @@ class PrepareOptions:
             raise UsageError(f"bucket_bits must be between 1 and 16, not {self.bucket_bits}")
         if self.sample_cap < 0:
             raise UsageError(f"sample_cap must not be negative, not {self.sample_cap}")
+        if self.default_country is not None:
+            try:
+                region = check_default_country(self.default_country)
+            except ValueError as exc:
+                raise UsageError(f"--default-country {exc}") from None
+            object.__setattr__(self, "default_country", region)
 
     @property
     def calculate_type(self) -> CalculateType:
@@ -181,12 +191,15 @@ class PrepareOptions:
     def fingerprint(self) -> dict[str, object]:
         """The options that change the output bytes (for the sync journal)."""
         kind = IdType.MAID if self.id_type is IdType.AUTO else self.id_type
-        return {
+        out: dict[str, object] = {
             "id_type": kind.value,
             "hash": self.hash_algo.value,
             "column": self.column,
             "max_file_bytes": self.max_file_bytes,
         }
+        if self.default_country is not None and kind is IdType.PHONE:
+            out["default_country"] = self.default_country
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +238,9 @@ class PrepareResult:
     elapsed_s: float
     inputs: tuple[str, ...] = ()
     options: dict[str, object] = field(default_factory=dict)
+    national_phones: int = 0
+    """Phone lines among the malformed ones that are national numbers (a single leading 0):
+    ``--default-country`` would have read them."""
 
     @property
     def bytes_written(self) -> int:
@@ -247,6 +263,7 @@ class PrepareResult:
             "elapsed_s": round(self.elapsed_s, 3),
             "inputs": list(self.inputs),
             "options": dict(self.options),
+            "national_phones": self.national_phones,
         }
 
 
@@ -290,6 +307,7 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> PrepareResult:
             elapsed_s=float(data.get("elapsed_s", 0.0)),
             inputs=tuple(str(x) for x in data.get("inputs", [])),
             options=dict(data.get("options", {})),
+            national_phones=int(data.get("national_phones", 0)),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StateError(f"{path}: corrupt manifest ({type(exc).__name__}: {exc})") from None
@@ -594,6 +612,7 @@ async def prepare(
         sample_cap=opts.sample_cap,
         bucket_bits=opts.bucket_bits,
         spill_dir=str(spill),
+        default_country=opts.default_country,
     )
     # The pool starts on a thread (a fresh interpreter and its imports: about half a second),
     # leaving the event loop free; the first chunks are hashed meanwhile (see _hash_step).
@@ -623,6 +642,7 @@ async def prepare(
             elapsed_s=time.perf_counter() - started,
             inputs=tuple(names),
             options=opts.fingerprint(),
+            national_phones=sum(c.national for c in stats.chunks.values()),
         )
         try:
             await asyncio.to_thread(write_json_atomic, result.manifest_path, result.to_manifest())

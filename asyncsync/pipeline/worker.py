@@ -59,6 +59,8 @@ class HashSettings:
     sample_cap: int
     bucket_bits: int
     spill_dir: str
+    default_country: str | None = None
+    """Region of phone numbers written without ``+``/``00`` (``--default-country``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,8 @@ class ChunkResult:
     sample: tuple[tuple[int, str], ...]
     spill_path: str
     bucket_counts: npt.NDArray[np.int32]
+    national: int = 0
+    """Phone lines rejected as national numbers (without ``--default-country``)."""
 
 
 def hash_job(job: Job, settings: HashSettings) -> ChunkResult:
@@ -83,6 +87,7 @@ def hash_job(job: Job, settings: HashSettings) -> ChunkResult:
         "id_type": settings.id_type,
         "hash_algo": settings.hash_algo,
         "sample_cap": settings.sample_cap,
+        "default_country": settings.default_country,
     }
     if isinstance(job, RangeJob):
         data = read_range(job)
@@ -110,4 +115,5 @@ def hash_job(job: Job, settings: HashSettings) -> ChunkResult:
         sample=sample,
         spill_path=spill_path,
         bucket_counts=counts,
+        national=hashed.national,
     )

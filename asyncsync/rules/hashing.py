@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - other interpreters or Python >= 3.12
     _md5 = hashlib.md5
     _sha256 = hashlib.sha256
 
-from asyncsync.rules.ids import Reject, normalize
+from asyncsync.rules.ids import Reject, is_national_phone, normalize
 from asyncsync.rules.limits import HashAlgo, IdType
 
 __all__ = [
@@ -67,6 +67,8 @@ class ChunkHashes:
     (already hashed input is decoded from hex, so the part writer hex-encodes every kind alike).
     ``rows``: lines (or values) seen. ``rejected``: counts per reason, in :data:`REASONS` order.
     ``sample``: up to ``sample_cap`` rejected lines as (0-based index in the chunk, reason).
+    ``national``: phone lines rejected only for being national numbers (a single leading 0,
+    no default country), counted among the malformed ones.
     """
 
     digests: bytes
@@ -74,6 +76,7 @@ class ChunkHashes:
     rows: int
     rejected: tuple[int, int, int]
     sample: tuple[tuple[int, str], ...]
+    national: int = 0
 
     @property
     def valid(self) -> int:
@@ -176,6 +179,7 @@ def _finish(
     digests: bytes,
     size: int,
     sample_cap: int,
+    national: int = 0,
 ) -> ChunkHashes:
     counts = np.bincount(status, minlength=4)
     bad = np.flatnonzero(status != _VALID)[:sample_cap].tolist()
@@ -186,6 +190,7 @@ def _finish(
         rows=len(status),
         rejected=(int(counts[1]), int(counts[2]), int(counts[3])),
         sample=sample,
+        national=national,
     )
 
 
@@ -210,17 +215,24 @@ def _hash_rows(valid: npt.NDArray[np.void], mobile: bool, algo: HashAlgo) -> byt
     return bytes(out)
 
 
-def _per_line(lines: Sequence[bytes], kind: IdType, algo: HashAlgo) -> tuple[Status, bytes]:
+def _per_line(
+    lines: Sequence[bytes], kind: IdType, algo: HashAlgo, default_country: str | None = None
+) -> tuple[Status, bytes, int]:
+    """Status per line, the digests, and how many lines were national phone numbers."""
     h = _md5 if algo is HashAlgo.MD5 else _sha256
     status: Status = np.zeros(len(lines), dtype=np.int8)
     out: list[bytes] = []
+    count_national = kind is IdType.PHONE and default_country is None
+    national = 0
     for i, line in enumerate(lines):
-        result = normalize(line, kind)
+        result = normalize(line, kind, default_country)
         if isinstance(result, Reject):
             status[i] = _STATUS[result]
+            if count_national and result is Reject.MALFORMED and is_national_phone(line):
+                national += 1
         else:
             out.append(h(result).digest())
-    return status, b"".join(out)
+    return status, b"".join(out), national
 
 
 def hash_chunk(
@@ -229,11 +241,13 @@ def hash_chunk(
     id_type: IdType | str,
     hash_algo: HashAlgo | str = HashAlgo.SHA256,
     sample_cap: int = 100,
+    default_country: str | None = None,
 ) -> ChunkHashes:
     """Normalize, validate and hash every line of ``data``.
 
     Lines end with ``\\n`` or ``\\r\\n``; a last line without a line end counts; an empty
     ``data`` holds no line. A byte-order mark must already be removed by the reader.
+    ``default_country`` is the region phone numbers without ``+``/``00`` belong to.
     """
     kind, algo = IdType(id_type), HashAlgo(hash_algo)
     size = digest_size(kind, algo)
@@ -242,8 +256,8 @@ def hash_chunk(
         lines = data.split(b"\n")
         if lines[-1] == b"":
             lines.pop()
-        status, digests = _per_line(lines, kind, algo)
-        return _finish(status, digests, size, sample_cap)
+        status, digests, national = _per_line(lines, kind, algo, default_country)
+        return _finish(status, digests, size, sample_cap, national)
     width, mobile = template
     status, norm = _fixed_width(data, width, mobile)
     digests = _hash_rows(_rows(norm)[status == _VALID], mobile, algo)
@@ -256,6 +270,7 @@ def hash_values(
     id_type: IdType | str,
     hash_algo: HashAlgo | str = HashAlgo.SHA256,
     sample_cap: int = 100,
+    default_country: str | None = None,
 ) -> ChunkHashes:
     """Like :func:`hash_chunk` for values already split out (a CSV column); a value may hold
     line ends (a quoted multi-line field) and is still one row."""
@@ -263,8 +278,8 @@ def hash_values(
     size = digest_size(kind, algo)
     template = _template(kind)
     if template is None:
-        status, digests = _per_line(values, kind, algo)
-        return _finish(status, digests, size, sample_cap)
+        status, digests, national = _per_line(values, kind, algo, default_country)
+        return _finish(status, digests, size, sample_cap, national)
     width, mobile = template
     multi = [i for i, v in enumerate(values) if b"\n" in v]
     joined = b"\n".join([b"" if b"\n" in v else v for v in values] if multi else values)

@@ -1,4 +1,5 @@
-"""Normalization and validation of one ID, the rules of DESIGN.md section 5.
+"""Normalization and validation of one ID, following TikTok's "List of supported IDs and formats
+for a customer file" (docs/tiktok-api.md, "Normalization").
 
 These per-line functions are the reference (the oracle the fast chunk hasher is tested against).
 They take the raw bytes of one line without its line end and return either the normalized ID
@@ -15,7 +16,9 @@ from asyncsync.rules.limits import HashAlgo, IdType
 
 __all__ = [
     "Reject",
+    "check_default_country",
     "hash_id",
+    "is_national_phone",
     "normalize",
     "normalize_email",
     "normalize_hashed",
@@ -28,6 +31,7 @@ _HEX: Final = frozenset(b"0123456789abcdefABCDEF")
 _UUID_DASHES: Final = (8, 13, 18, 23)
 _ZERO_MAID: Final = b"00000000-0000-0000-0000-000000000000"
 _PHONE_SYMBOLS: Final = frozenset(b" +-().")
+_PLUS: Final = 0x2B
 _DIGITS: Final = frozenset(b"0123456789")
 
 
@@ -60,12 +64,13 @@ def normalize_maid(raw: bytes) -> bytes | Reject:
 
 
 def normalize_email(raw: bytes) -> bytes | Reject:
-    """Email: trimmed, lowercased, ``+tag`` removed from the local part; must look like an address.
+    """Email: trimmed, every space (0x20) removed, inside too, lowercased, ``+tag`` removed from
+    the local part; must look like an address.
 
     One ``@``, a non-empty local part (after removing the tag), a dotted domain whose labels are
-    all non-empty, no whitespace or control characters anywhere, valid UTF-8.
+    all non-empty, no other whitespace or control characters anywhere, valid UTF-8.
     """
-    s = raw.strip(_WS)
+    s = raw.strip(_WS).replace(b" ", b"")
     if not s:
         return Reject.EMPTY
     try:
@@ -85,10 +90,16 @@ def normalize_email(raw: bytes) -> bytes | Reject:
     return f"{local}@{domain}".encode()
 
 
-def normalize_phone(raw: bytes) -> bytes | Reject:
-    """Phone: digits only with country code, no ``+``, no leading zeros; 7 to 15 digits.
+def normalize_phone(raw: bytes, default_country: str | None = None) -> bytes | Reject:
+    """Phone: the digits with the country code, no ``+``; 7 to 15 digits, never a leading 0.
 
     Spaces, ``+``, ``-``, ``(``, ``)`` and ``.`` are dropped; any other character is malformed.
+    A number whose first character is ``+``, or whose digits begin with ``00``, is international
+    (the ``00`` is dropped). Any other number is read as a number of ``default_country`` (an ISO
+    3166 alpha-2 code) when one is given, as libphonenumber parses with a default region (trunk
+    prefix dropped, calling code added). Without it, a number beginning with a single ``0`` is a
+    national number that lacks its country code (malformed: see :func:`is_national_phone`), and
+    other bare digits are taken to start with the country code, as in TikTok's example.
     """
     s = raw.strip(_WS)
     if not s:
@@ -99,10 +110,57 @@ def normalize_phone(raw: bytes) -> bytes | Reject:
             digits.append(c)
         elif c not in _PHONE_SYMBOLS:
             return Reject.MALFORMED
-    out = bytes(digits).lstrip(b"0")
-    if not 7 <= len(out) <= 15:
+    if s[0] == _PLUS:
+        out = bytes(digits)
+    elif digits.startswith(b"00"):
+        out = bytes(digits[2:])
+    elif default_country is not None:
+        return _national_phone(bytes(digits), default_country)
+    else:
+        out = bytes(digits)
+    if out[:1] == b"0" or not 7 <= len(out) <= 15:
         return Reject.MALFORMED
     return out
+
+
+def is_national_phone(raw: bytes) -> bool:
+    """Whether a line was refused only for being a national number (a single leading ``0``,
+    no ``+`` or ``00``): what ``--default-country`` would have read."""
+    s = raw.strip(_WS)
+    if not s or s[0] == _PLUS:
+        return False
+    digits = bytes(c for c in s if c in _DIGITS)
+    return digits[:1] == b"0" and digits[:2] != b"00"
+
+
+def _national_phone(digits: bytes, region: str) -> bytes | Reject:
+    """A number without ``+``/``00`` read as a number of ``region`` (the slow path)."""
+    # Imported on first use: only --default-country needs libphonenumber's metadata.
+    import phonenumbers
+
+    try:
+        parsed = phonenumbers.parse(digits.decode("ascii"), region)
+    except phonenumbers.NumberParseException:
+        return Reject.MALFORMED
+    e164: str = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    out = e164.lstrip("+").encode("ascii", "replace")
+    if not out.isdigit() or out[:1] == b"0" or not 7 <= len(out) <= 15:
+        return Reject.MALFORMED
+    return out
+
+
+def check_default_country(value: str) -> str:
+    """``value`` as an upper-case ISO 3166 alpha-2 region that has a calling code; raises
+    ``ValueError`` otherwise."""
+    import phonenumbers
+
+    region = value.strip().upper()
+    if len(region) != 2 or not region.isalpha() or region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(
+            f"{value!r} is not an ISO 3166 alpha-2 country code with a phone calling code "
+            "(examples: US, GB, FR, DE)"
+        )
+    return region
 
 
 def normalize_hashed(raw: bytes, hex_len: int) -> bytes | Reject:
@@ -115,15 +173,20 @@ def normalize_hashed(raw: bytes, hex_len: int) -> bytes | Reject:
     return s.lower()
 
 
-def normalize(raw: bytes, id_type: IdType | str) -> bytes | Reject:
-    """Normalize one line (without its line end) as ``id_type``; ``auto`` means mobile IDs."""
+def normalize(
+    raw: bytes, id_type: IdType | str, default_country: str | None = None
+) -> bytes | Reject:
+    """Normalize one line (without its line end) as ``id_type``; ``auto`` means mobile IDs.
+
+    ``default_country`` only concerns phones (see :func:`normalize_phone`).
+    """
     kind = IdType(id_type)
     if kind in (IdType.AUTO, IdType.MAID):
         return normalize_maid(raw)
     if kind is IdType.EMAIL:
         return normalize_email(raw)
     if kind is IdType.PHONE:
-        return normalize_phone(raw)
+        return normalize_phone(raw, default_country)
     return normalize_hashed(raw, 64 if kind is IdType.SHA256 else 32)
 
 

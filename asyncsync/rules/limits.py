@@ -1,6 +1,8 @@
-"""TikTok's documented limits and enumerations, shared by the client, the sync job and the sandbox.
+"""TikTok's documented limits and enumerations, used by the client and the sync job.
 
-Source: DESIGN.md section 4 and the reference document of the audience API.
+Each value, its source (TikTok's API reference, the official SDK, the help center) and which
+values are our assumptions: docs/tiktok-api.md. The sandbox states the same rules on its own
+(``asyncsync.sandbox.rules``); a test checks that the two agree.
 """
 
 from __future__ import annotations

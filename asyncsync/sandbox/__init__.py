@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from asyncsync.sandbox.app import Sandbox
-from asyncsync.sandbox.faults import FaultConfig
+from asyncsync.sandbox.faults import FaultConfig, ScriptedAnswer
 from asyncsync.sandbox.state import SandboxClock, SandboxConfig, SandboxState
 
-__all__ = ["FaultConfig", "Sandbox", "SandboxClock", "SandboxConfig", "SandboxState"]
+__all__ = [
+    "FaultConfig",
+    "Sandbox",
+    "SandboxClock",
+    "SandboxConfig",
+    "SandboxState",
+    "ScriptedAnswer",
+]

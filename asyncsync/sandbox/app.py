@@ -23,8 +23,9 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from aiohttp import BodyPartReader, web
 
 from asyncsync.errors import UsageError
-from asyncsync.rules.limits import API_VERSION_PREFIX, FILE_SUFFIXES, digest_hex_length
-from asyncsync.sandbox.faults import Fault, FaultConfig, FaultInjector
+from asyncsync.sandbox import rules as R
+from asyncsync.sandbox.faults import Fault, FaultConfig, FaultInjector, ScriptedAnswer
+from asyncsync.sandbox.persist import read_state, save_state
 from asyncsync.sandbox.state import (
     ApiError,
     SandboxClock,
@@ -37,7 +38,7 @@ from asyncsync.sandbox.state import (
 
 __all__ = ["Sandbox", "build_app"]
 
-P: Final = API_VERSION_PREFIX
+P: Final = R.API_PREFIX
 LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 _CHUNK: Final = 1024 * 1024
 _MAX_FIELD_BYTES: Final = 64 * 1024
@@ -235,25 +236,32 @@ class _Api:
             if spool is None:
                 raise bad("file is required")
             name = fields.get("file_name") or filename
-            if not name.endswith(FILE_SUFFIXES) or not filename.endswith(FILE_SUFFIXES):
-                raise bad(f"file name must end with .csv or .txt exactly, not {filename!r}")
+            if not name.endswith(R.UPLOAD_SUFFIXES) or not filename.endswith(R.UPLOAD_SUFFIXES):
+                raise ApiError(
+                    R.FILE_TYPE_ERROR,
+                    f"file name must end with .csv or .txt exactly, not {filename!r}",
+                )
             signature = fields.get("file_signature", "").strip()
             if not signature:
                 raise bad("file_signature is required")
             ct = check_calculate_type(fields.get("calculate_type"), upload=True)
             if too_big:
-                raise bad(
-                    f"The file is larger than the limit of {self.sb.config.max_file_bytes} bytes."
+                raise ApiError(
+                    R.FILE_TOO_LARGE,
+                    f"The file is larger than the limit of {self.sb.config.max_file_bytes} bytes.",
                 )
+            if size == 0:
+                raise ApiError(R.FILE_EMPTY, "The file is empty.")
             actual = md5.hexdigest()
             if signature.lower() != actual:
                 raise ApiError(
-                    40900, "The file_signature does not match the MD5 of the uploaded file."
+                    R.SIGNATURE_ERROR,
+                    "The file_signature does not match the MD5 of the uploaded file.",
                 )
-            digests, lines = await asyncio.to_thread(parse_digests, spool, digest_hex_length(ct))
+            digests, lines = await asyncio.to_thread(parse_digests, spool, R.digest_hex_chars(ct))
             entry = self.state.add_file(
                 advertiser_id=advertiser_id,
-                uploaded_calculate_type=ct.value,
+                uploaded_calculate_type=ct,
                 digests=digests,
                 size_bytes=size,
                 lines=lines,
@@ -304,8 +312,8 @@ class _Api:
         advertiser_id = _advertiser(request.query.get("advertiser_id"))
         self._authorize(request, advertiser_id)
         ids = _query_list(request, "custom_audience_ids")
-        if not ids or len(ids) > 100:
-            raise bad("custom_audience_ids must hold 1 to 100 audience IDs")
+        if not ids or len(ids) > R.GET_IDS_PER_CALL:
+            raise bad(f"custom_audience_ids must hold 1 to {R.GET_IDS_PER_CALL} audience IDs")
         history_size = _query_int(request, "history_size", 10, 0, 100)
         out = []
         for audience_id in ids:
@@ -352,8 +360,7 @@ class _Api:
         app_id = _str_field(body, "app_id") or ""
         secret = _str_field(body, "secret") or ""
         token = _str_field(body, "access_token") or ""
-        self.state.revoke_token(app_id, secret, token)
-        return _ok(self.sb)
+        return _ok(self.sb, self.state.revoke_token(app_id, secret, token))
 
     async def advertisers(self, request: web.Request) -> web.Response:
         info = self.state.check_token(request.headers.get("Access-Token"))
@@ -361,7 +368,7 @@ class _Api:
         secret = request.query.get("secret", "")
         known = self.state.apps.get(app_id)
         if known is None or known[0] != secret:
-            raise ApiError(40104, "app_id or secret is invalid")
+            raise ApiError(R.INVALID_PARTNER, "app_id or secret is invalid")
         ids = sorted(info.advertiser_ids) if info.advertiser_ids is not None else []
         return _ok(
             self.sb,
@@ -471,15 +478,60 @@ class _Control:
             raise web.HTTPBadRequest(text=str(exc)) from None
         return web.json_response({"auth_code": code})
 
+    async def scripts(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        try:
+            script = ScriptedAnswer.from_json(body)
+        except (UsageError, TypeError) as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        self.sb.script(script)
+        return web.json_response(script.to_json())
+
     async def restart(self, request: web.Request) -> web.Response:
         # Over HTTP only the state is reset: the socket serving this request stays open.
         self.sb.state.reset()
         return web.json_response({"restarted": True})
 
 
+async def _carry_out(
+    sb: Sandbox, request: web.Request, handler: Handler, script: ScriptedAnswer | None
+) -> web.StreamResponse:
+    """Run the request; answer ``script`` instead when it ran and one is given."""
+    if script is not None and script.hold_seconds:
+        await asyncio.sleep(script.hold_seconds)
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        return _envelope(sb, exc.code, exc.message, None)
+    if script is None or script.answers_as_usual:
+        return response
+    if not script.hold_seconds:
+        sb._use_script(script)
+    return _scripted(sb, script)
+
+
+def _scripted(sb: Sandbox, script: ScriptedAnswer) -> web.Response:
+    """The HTTP answer ``script`` describes."""
+    if script.http_status is not None:
+        return web.Response(
+            status=script.http_status,
+            text=f"<html><body><h1>{script.http_status}</h1></body></html>",
+            content_type="text/html",
+        )
+    return _envelope(sb, script.code, script.message, None)
+
+
 def build_app(sb: Sandbox) -> web.Application:
     """The aiohttp application serving ``sb``'s state."""
     api = _Api(sb)
+
+    @web.middleware
+    async def persist_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        finally:
+            if sb.state_file is not None and request.method == "POST":
+                save_state(sb.state, sb.state_file)
 
     @web.middleware
     async def tiktok_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -509,12 +561,24 @@ def build_app(sb: Sandbox) -> web.Application:
             return _envelope(sb, 40100, "Too many requests. Please retry in some time.", None)
         if fault is Fault.SERVER_ERROR:
             return _envelope(sb, 50002, "Internal service error. Please retry later.", None)
-        try:
-            return await handler(request)
-        except ApiError as exc:
-            return _envelope(sb, exc.code, exc.message, None)
+        script = sb._script_for(path)
+        if script is not None and not script.carry_out:
+            sb._use_script(script)
+            return _scripted(sb, script)
+        if script is not None and script.hold_seconds:
+            # Taken now, so that requests arriving during the hold are not held too; the work
+            # goes on in its own task even if the caller leaves.
+            sb._use_script(script)
+            await request.read()
+            held = asyncio.ensure_future(_carry_out(sb, request, handler, script))
+            sb._held.add(held)
+            held.add_done_callback(sb._held.discard)
+            return await asyncio.shield(held)
+        return await _carry_out(sb, request, handler, script)
 
-    app = web.Application(middlewares=[tiktok_middleware], client_max_size=16 * 1024 * 1024)
+    app = web.Application(
+        middlewares=[persist_middleware, tiktok_middleware], client_max_size=16 * 1024 * 1024
+    )
     app[SANDBOX_KEY] = sb
     app.router.add_post(f"{P}/dmp/custom_audience/file/upload/", api.upload)
     app.router.add_post(f"{P}/dmp/custom_audience/create/", api.create)
@@ -532,6 +596,7 @@ def build_app(sb: Sandbox) -> web.Application:
         ("GET", "/_sandbox/state", control.state),
         ("GET", "/_sandbox/audiences/{audience_id}/members", control.members),
         ("POST", "/_sandbox/faults", control.faults),
+        ("POST", "/_sandbox/scripts", control.scripts),
         ("POST", "/_sandbox/clock", control.clock),
         ("POST", "/_sandbox/tokens", control.tokens),
         ("POST", "/_sandbox/auth_codes", control.auth_codes),
@@ -548,7 +613,10 @@ class Sandbox:
     ``http://127.0.0.1:<port>``. ``issue_token()`` gives a token for any advertiser (or the
     listed ones). ``clock.advance(s)`` moves the sandbox's time (operations end, quota days turn,
     files and auth codes expire). Uploads are spooled to ``spool_dir`` (a temporary directory
-    removed on exit when not given). A Sandbox starts once; after exit it cannot be reused.
+    removed on exit when not given). With ``state_file``, the state is loaded from that file at
+    start (when it exists) and written to it after every POST and on close, so a restarted
+    sandbox serves the same tokens, files and audiences (``asyncsync.sandbox.persist``). A
+    Sandbox starts once; after exit it cannot be reused.
     """
 
     def __init__(
@@ -559,8 +627,10 @@ class Sandbox:
         config: SandboxConfig | None = None,
         spool_dir: str | Path | None = None,
         faults: FaultConfig | None = None,
+        state_file: str | Path | None = None,
     ) -> None:
         self.host = host
+        self.state_file = Path(state_file) if state_file is not None else None
         self.port = port
         self.config = config if config is not None else SandboxConfig()
         self.clock = SandboxClock()
@@ -568,6 +638,8 @@ class Sandbox:
         self._injector = FaultInjector(faults if faults is not None else FaultConfig())
         self._link = _Link(self.config.upload_bytes_per_second, self.config.link_bytes_per_second)
         self._requests: Counter[str] = Counter()
+        self._scripts: list[ScriptedAnswer] = []
+        self._held: set[asyncio.Future[web.StreamResponse]] = set()
         self._given_spool = Path(spool_dir) if spool_dir is not None else None
         self._spool: Path | None = None
         self._spool_seq = 0
@@ -586,6 +658,8 @@ class Sandbox:
             self._spool = Path(tempfile.mkdtemp(prefix="spool-", dir=self._given_spool))
         else:
             self._spool = Path(tempfile.mkdtemp(prefix="asyncsync-sandbox-"))
+        if self.state_file is not None:
+            read_state(self.state, self.state_file)
         runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
@@ -604,6 +678,10 @@ class Sandbox:
         if self._lifecycle is _Lifecycle.CLOSED:
             return
         self._lifecycle = _Lifecycle.CLOSED
+        for held in list(self._held):
+            held.cancel()
+        if self.state_file is not None and self._runner is not None:
+            save_state(self.state, self.state_file)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -654,6 +732,21 @@ class Sandbox:
     def members(self, audience_id: str) -> frozenset[str]:
         """Lowercase hex digests the audience holds (as of its last finished operation)."""
         return self.state.members_hex(audience_id)
+
+    def script(self, answer: ScriptedAnswer) -> None:
+        """Answer the next matching request(s) with ``answer`` (see :class:`ScriptedAnswer`);
+        scripts apply in the order given."""
+        self._scripts.append(answer)
+
+    def clear_scripts(self) -> None:
+        self._scripts.clear()
+
+    def _script_for(self, path: str) -> ScriptedAnswer | None:
+        return next((s for s in self._scripts if s.matches(path)), None)
+
+    def _use_script(self, script: ScriptedAnswer) -> None:
+        if script.use():
+            self._scripts = [s for s in self._scripts if s is not script]
 
     def fault_counts(self) -> dict[str, int]:
         return {kind.value: self._injector.counts.get(kind.value, 0) for kind in Fault}

@@ -10,7 +10,7 @@ from typing import Any
 
 from asyncsync.errors import UsageError
 
-__all__ = ["Fault", "FaultConfig", "FaultInjector"]
+__all__ = ["Fault", "FaultConfig", "FaultInjector", "ScriptedAnswer"]
 
 
 class Fault(StrEnum):
@@ -133,3 +133,68 @@ class FaultInjector:
         if fault is not None:
             self.counts[fault.value] += 1
         return slow, fault
+
+
+@dataclass(kw_only=True)
+class ScriptedAnswer:
+    """An answer the sandbox gives to the next ``times`` requests to ``endpoint`` (a path or its
+    tail, such as ``/dmp/custom_audience/create/``) instead of its own.
+
+    - ``code`` / ``message``: TikTok's envelope (HTTP 200) to answer, e.g. 50002 SYS_TIMEOUT,
+      51010 INTERNAL_TIME_OUT, or a 40002 parameter error.
+    - ``http_status``: answer this HTTP status with an HTML page (no envelope) instead.
+    - ``carry_out``: run the request first and answer the scripted error only if it succeeded
+      (TikTok did the work, then reported a failure); a request the sandbox refuses gets its own
+      refusal and leaves the script pending. False: the request is not run at all.
+    - ``times``: how many requests it applies to (``None``: every one, until cleared).
+    - ``hold_seconds``: with ``carry_out``, hold the request this long (real time) before running
+      it, and run it even if the caller has gone meanwhile, as a server that keeps working
+      after the client's timeout does. ``code`` 0 then means "answer as usual".
+    """
+
+    endpoint: str
+    code: int = 50002
+    message: str = "System timeout. Please retry later."
+    http_status: int | None = None
+    carry_out: bool = True
+    times: int | None = 1
+    hold_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.endpoint:
+            raise UsageError("ScriptedAnswer.endpoint must name a path")
+        if self.http_status is None and self.code == 0 and not self.hold_seconds:
+            raise UsageError("ScriptedAnswer.code must be an error code (0 only with a hold)")
+        if not 0.0 <= self.hold_seconds <= 3600.0 or (self.hold_seconds and not self.carry_out):
+            raise UsageError("ScriptedAnswer.hold_seconds must be in [0, 3600], with carry_out")
+        if self.http_status is not None and not 400 <= self.http_status <= 599:
+            raise UsageError("ScriptedAnswer.http_status must be an HTTP error status")
+        if self.times is not None and self.times < 1:
+            raise UsageError("ScriptedAnswer.times must be >= 1 or None")
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ScriptedAnswer:
+        if not isinstance(obj, dict):
+            raise UsageError("a scripted answer must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(obj) - known)
+        if unknown:
+            raise UsageError(f"unknown scripted answer option(s): {', '.join(unknown)}")
+        return cls(**obj)
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def matches(self, path: str) -> bool:
+        return path == self.endpoint or path.endswith(self.endpoint)
+
+    @property
+    def answers_as_usual(self) -> bool:
+        return self.code == 0 and self.http_status is None
+
+    def use(self) -> bool:
+        """Count one use; True when the script is now used up."""
+        if self.times is None:
+            return False
+        self.times -= 1
+        return self.times <= 0

@@ -5,15 +5,18 @@ layer (``app.py``) turns :class:`ApiError` into TikTok's envelope. Audience oper
 lazily: each one records when it ends on the sandbox clock, and the next look at the audience
 after that moment applies it (no background task).
 
-Codes chosen where TikTok's documentation names none:
+Codes follow TikTok's table (``asyncsync.sandbox.rules``; docs/tiktok-api.md):
 
-- 40001: a field is missing or invalid (the message names it), an unknown audience, the
-  1,000-member floor, REMOVE of everything, an expiring or expired audience, 400 audiences, and a
-  token used on an advertiser it was not issued for ("No permission to operate advertiser ...").
-- 40002 on update only: the audience is busy, or a daily quota is used up (the message says which;
-  quota messages contain the word "quota").
-- 40102: an auth_code that is unknown, used or expired; 40104: app_id/secret refused;
-  40105: an unknown, missing or revoked access token.
+- 40001 PERMISSION_ERROR: a token used on an advertiser it was not granted.
+- 40002 PARAM_ERROR: any other invalid parameter (the message names the field), an unknown
+  audience, and the update refusals TikTok documents without a code of their own: a busy audience,
+  a used-up daily quota (the message says "quota"), the 1,000-member floor, REMOVE of everything,
+  an expiring or expired audience, 400 audiences.
+- 40101: app_id/secret refused; 40104: no access token; 40105: an unknown or revoked token;
+  40110: an auth_code that is unknown, used or expired.
+- 40905 a file_path never uploaded (or another advertiser's); 40906 an empty file; 40907 a file
+  over the size limit; 40908 a name not ending exactly in ``.csv``/``.txt``; 40909 a file whose
+  calculate_type differs from the audience's; 40910 a file_path past its lifetime.
 """
 
 from __future__ import annotations
@@ -30,25 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from asyncsync.errors import UsageError
-from asyncsync.rules.limits import (
-    AUTH_CODE_TTL_SECONDS,
-    DAILY_FILE_OPERATIONS_PER_AUDIENCE,
-    DAILY_REPLACES_PER_AUDIENCE,
-    MAX_AUDIENCE_NAME_CHARS,
-    MAX_AUDIENCES_PER_ADVERTISER,
-    MAX_DELETE_IDS_PER_CALL,
-    MAX_FILE_BYTES,
-    MAX_FILE_PATHS_PER_CALL,
-    MAX_LIST_PAGE_SIZE,
-    MAX_RETENTION_DAYS,
-    MIN_AUDIENCE_MEMBERS,
-    MIN_RETENTION_DAYS,
-    Action,
-    AudienceSubType,
-    CalculateType,
-    canonical_calculate_type,
-    digest_hex_length,
-)
+from asyncsync.sandbox import rules as R
 
 __all__ = [
     "ApiError",
@@ -61,9 +46,12 @@ __all__ = [
 ]
 
 DAY: Final = 86_400.0
-EXPIRING_WINDOW_SECONDS: Final = 7 * DAY
+EXPIRING_WINDOW_SECONDS: Final = R.EXPIRING_WINDOW_DAYS * DAY
 """An audience counts as expiring this long before its expiry time."""
 DEFAULT_EXPIRY_DAYS: Final = 365
+"""An audience expires this long after its last file operation. TikTok publishes no lifetime
+(``retention_in_days`` is how long members stay, not when the audience expires): our
+assumption, docs/tiktok-api.md."""
 BUSY_MESSAGE: Final = (
     "Audience is busy: another operation is still running. Retry after it completes."
 )
@@ -91,7 +79,7 @@ class ApiError(Exception):
 
 
 def bad(message: str) -> ApiError:
-    return ApiError(40001, message)
+    return ApiError(R.PARAM_ERROR, message)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,14 +110,14 @@ class SandboxConfig:
     """
 
     operation_seconds: float = 2.0
-    max_file_bytes: int = MAX_FILE_BYTES
-    min_members: int = MIN_AUDIENCE_MEMBERS
-    daily_operations: int = DAILY_FILE_OPERATIONS_PER_AUDIENCE
-    daily_replaces: int = DAILY_REPLACES_PER_AUDIENCE
-    max_audiences: int = MAX_AUDIENCES_PER_ADVERTISER
+    max_file_bytes: int = R.MAX_UPLOAD_BYTES
+    min_members: int = R.MIN_MEMBERS
+    daily_operations: int = R.DAILY_OPERATIONS
+    daily_replaces: int = R.DAILY_REPLACES
+    max_audiences: int = R.AUDIENCES_PER_ADVERTISER
     file_ttl_seconds: float = 7 * DAY
-    auth_code_ttl: float = float(AUTH_CODE_TTL_SECONDS)
-    page_size_max: int = MAX_LIST_PAGE_SIZE
+    auth_code_ttl: float = float(R.AUTH_CODE_TTL_SECONDS)
+    page_size_max: int = R.LIST_PAGE_SIZE_MAX
     seed: int | None = None
     latency_seconds: float = 0.0
     upload_bytes_per_second: float | None = None
@@ -141,7 +129,7 @@ class SandboxConfig:
                 raise UsageError(f"SandboxConfig.{what}")
 
         need(0.0 <= self.operation_seconds <= 30 * DAY, "operation_seconds must be in [0, 30 days]")
-        need(1 <= self.max_file_bytes <= 10 * MAX_FILE_BYTES, "max_file_bytes must be positive")
+        need(1 <= self.max_file_bytes <= 10 * R.MAX_UPLOAD_BYTES, "max_file_bytes must be positive")
         need(0 <= self.min_members, "min_members must be >= 0")
         need(1 <= self.daily_operations, "daily_operations must be >= 1")
         need(0 <= self.daily_replaces <= self.daily_operations, "daily_replaces out of range")
@@ -249,7 +237,7 @@ def iter_digests(blob: bytes, size: int) -> Iterable[bytes]:
 class UploadedFile:
     file_path: str
     advertiser_id: str
-    calculate_type: CalculateType
+    calculate_type: str
     """Canonical type (``MAID_*`` folded to ``FIRST_*``)."""
     uploaded_calculate_type: str
     digests: bytes
@@ -289,7 +277,7 @@ class Audience:
     audience_id: str
     advertiser_id: str
     name: str
-    calculate_type: CalculateType
+    calculate_type: str
     sub_type: str
     retention_in_days: int | None
     create_time: float
@@ -349,10 +337,19 @@ class SandboxState:
     def reset(self) -> None:
         """Forget files, audiences and auth codes; keep tokens, apps and the clock."""
         self.files: dict[str, UploadedFile] = {}
+        self.expired_files: dict[str, str] = {}
+        """file_path → advertiser of files past their lifetime (what 40910 answers)."""
         self.audiences: dict[str, Audience] = {}
         self.auth_codes: dict[str, AuthCode] = {}
         self.uploads = 0
         self.upload_bytes = 0
+
+    def rng_state(self) -> tuple[Any, ...]:
+        """The state of the generator of IDs and file paths (for ``persist``)."""
+        return self._rng.getstate()
+
+    def set_rng_state(self, value: tuple[Any, ...]) -> None:
+        self._rng.setstate(value)
 
     # ----------------------------------------------------------------- ids
     def new_audience_id(self) -> str:
@@ -393,7 +390,7 @@ class SandboxState:
 
     def issue_auth_code(self, app_id: str, advertiser_ids: Sequence[str] | None = None) -> str:
         if app_id not in self.apps:
-            raise ApiError(40104, f"app_id {app_id} is unknown")
+            raise ApiError(R.INVALID_PARTNER, f"app_id {app_id} is unknown")
         ids = self.apps[app_id][1] if advertiser_ids is None else tuple(advertiser_ids)
         code = secrets.token_hex(20)
         self.auth_codes[code] = AuthCode(app_id, ids, self.clock.now() + self.config.auth_code_ttl)
@@ -402,14 +399,14 @@ class SandboxState:
     def exchange_auth_code(self, app_id: str, secret: str, auth_code: str) -> dict[str, Any]:
         known = self.apps.get(app_id)
         if known is None or not secrets.compare_digest(known[0], secret):
-            raise ApiError(40104, "app_id or secret is invalid")
+            raise ApiError(R.INVALID_PARTNER, "app_id or secret is invalid")
         entry = self.auth_codes.get(auth_code)
         if entry is None or entry.app_id != app_id:
-            raise ApiError(40102, "auth_code is invalid")
+            raise ApiError(R.AUTH_CODE_ERROR, "auth_code is invalid")
         if entry.used:
-            raise ApiError(40102, "auth_code has already been used")
+            raise ApiError(R.AUTH_CODE_ERROR, "auth_code has already been used")
         if self.clock.now() >= entry.expires:
-            raise ApiError(40102, "auth_code has expired")
+            raise ApiError(R.AUTH_CODE_ERROR, "auth_code has expired")
         entry.used = True
         token = self.issue_token(entry.advertiser_ids, app_id=app_id)
         return {
@@ -418,27 +415,35 @@ class SandboxState:
             "scope": [4],
         }
 
-    def revoke_token(self, app_id: str, secret: str, access_token: str) -> None:
+    def revoke_token(self, app_id: str, secret: str, access_token: str) -> dict[str, Any]:
         known = self.apps.get(app_id)
         if known is None or not secrets.compare_digest(known[0], secret):
-            raise ApiError(40104, "app_id or secret is invalid")
+            raise ApiError(R.INVALID_PARTNER, "app_id or secret is invalid")
         info = self.tokens.get(access_token)
         if info is None or info.revoked:
-            raise ApiError(40105, "access_token is invalid or has expired")
+            raise ApiError(R.INVALID_ACCESS_TOKEN, "access_token is invalid or has expired")
         if info.app_id is not None and info.app_id != app_id:
-            raise ApiError(40104, "access_token was not issued to this app_id")
+            raise ApiError(R.INVALID_PARTNER, "access_token was not issued to this app_id")
         info.revoked = True
+        return {
+            "app_id": app_id,
+            "advertiser_ids": sorted(info.advertiser_ids or ()),
+        }
 
     def check_token(self, token: str | None) -> TokenInfo:
-        info = self.tokens.get(token or "")
+        if not token:
+            raise ApiError(R.EMPTY_ACCESS_TOKEN, "The Access-Token header is missing or empty.")
+        info = self.tokens.get(token)
         if info is None or info.revoked:
-            raise ApiError(40105, "The access token is invalid or has expired.")
+            raise ApiError(R.INVALID_ACCESS_TOKEN, "The access token is invalid or has expired.")
         return info
 
     @staticmethod
     def check_advertiser(info: TokenInfo, advertiser_id: str) -> None:
         if info.advertiser_ids is not None and advertiser_id not in info.advertiser_ids:
-            raise ApiError(40001, f"No permission to operate advertiser {advertiser_id}.")
+            raise ApiError(
+                R.PERMISSION_ERROR, f"No permission to operate advertiser {advertiser_id}."
+            )
 
     # ----------------------------------------------------------------- files
     def add_file(
@@ -452,7 +457,7 @@ class SandboxState:
         md5: str,
         filename: str,
     ) -> UploadedFile:
-        ct = canonical_calculate_type(uploaded_calculate_type)
+        ct = R.canonical_type(uploaded_calculate_type)
         now = self.clock.now()
         entry = UploadedFile(
             file_path=self.new_file_path(),
@@ -460,7 +465,7 @@ class SandboxState:
             calculate_type=ct,
             uploaded_calculate_type=uploaded_calculate_type,
             digests=digests,
-            digest_size=digest_hex_length(ct) // 2,
+            digest_size=R.digest_hex_chars(ct) // 2,
             size_bytes=size_bytes,
             lines=lines,
             md5=md5,
@@ -474,27 +479,29 @@ class SandboxState:
         return entry
 
     def _resolve_files(
-        self, advertiser_id: str, file_paths: Any, calculate_type: CalculateType
+        self, advertiser_id: str, file_paths: Any, calculate_type: str
     ) -> list[UploadedFile]:
         if not isinstance(file_paths, list) or not all(isinstance(p, str) for p in file_paths):
             raise bad("file_paths must be a list of strings")
-        if not 1 <= len(file_paths) <= MAX_FILE_PATHS_PER_CALL:
-            raise bad(
-                f"file_paths must hold 1 to {MAX_FILE_PATHS_PER_CALL} paths, not {len(file_paths)}"
-            )
+        if not 1 <= len(file_paths) <= R.PATHS_PER_CALL:
+            raise bad(f"file_paths must hold 1 to {R.PATHS_PER_CALL} paths, not {len(file_paths)}")
         now = self.clock.now()
         out: list[UploadedFile] = []
         for path in file_paths:
             entry = self.files.get(path)
             if entry is not None and now >= entry.expires:
                 del self.files[path]
+                self.expired_files[path] = entry.advertiser_id
                 entry = None
+            if entry is None and self.expired_files.get(path) == advertiser_id:
+                raise ApiError(R.FILE_EXPIRED, f"file_path {path} has expired: upload it again")
             if entry is None or entry.advertiser_id != advertiser_id:
-                raise ApiError(40910, f"file expired or not found: file_path {path}")
+                raise ApiError(R.FILE_NOT_EXIST, f"file_path {path} does not exist")
             if entry.calculate_type != calculate_type:
-                raise bad(
-                    f"calculate_type {calculate_type.value} does not match file_path {path}, "
-                    f"uploaded as {entry.uploaded_calculate_type}"
+                raise ApiError(
+                    R.FILE_CALCULATE_TYPE_ERROR,
+                    f"calculate_type {calculate_type} does not match file_path {path}, "
+                    f"uploaded as {entry.uploaded_calculate_type}",
                 )
             out.append(entry)
         return out
@@ -543,8 +550,7 @@ class SandboxState:
         ends = now + self.config.operation_seconds
         audience.history.append(Operation(action, now, ends, files, replacement=replacement))
         audience.modify_time = now
-        if audience.retention_in_days is None:
-            audience.expires = now + DEFAULT_EXPIRY_DAYS * DAY
+        audience.expires = now + DEFAULT_EXPIRY_DAYS * DAY
         self.settle(audience)
 
     def create(
@@ -560,17 +566,15 @@ class SandboxState:
         check_name(name)
         ct = check_calculate_type(calculate_type, upload=False)
         if sub_type is None:
-            sub_type = AudienceSubType.NORMAL.value
-        if sub_type not in {s.value for s in AudienceSubType}:
+            sub_type = R.SUB_TYPES[0]
+        if sub_type not in R.SUB_TYPES:
             raise bad(f"audience_sub_type must be NORMAL or REACH_FREQUENCY, not {sub_type!r}")
         if retention_in_days is not None:
             if isinstance(retention_in_days, bool) or not isinstance(retention_in_days, int):
                 raise bad("retention_in_days must be an integer")
-            if not MIN_RETENTION_DAYS <= retention_in_days <= MAX_RETENTION_DAYS:
-                raise bad(
-                    f"retention_in_days must be in [{MIN_RETENTION_DAYS}, {MAX_RETENTION_DAYS}], "
-                    f"not {retention_in_days}"
-                )
+            low, high = R.RETENTION_DAYS
+            if not low <= retention_in_days <= high:
+                raise bad(f"retention_in_days must be in [{low}, {high}], not {retention_in_days}")
         files = self._resolve_files(advertiser_id, file_paths, ct)
         owned = sum(1 for a in self.audiences.values() if a.advertiser_id == advertiser_id)
         if owned >= self.config.max_audiences:
@@ -579,7 +583,6 @@ class SandboxState:
                 f"{self.config.max_audiences}; delete some before creating more."
             )
         now = self.clock.now()
-        days = retention_in_days if retention_in_days is not None else DEFAULT_EXPIRY_DAYS
         audience = Audience(
             audience_id=self.new_audience_id(),
             advertiser_id=advertiser_id,
@@ -588,7 +591,7 @@ class SandboxState:
             sub_type=sub_type,
             retention_in_days=retention_in_days,
             create_time=now,
-            expires=now + days * DAY,
+            expires=now + DEFAULT_EXPIRY_DAYS * DAY,
             file_paths=[f.file_path for f in files],
         )
         self.audiences[audience.audience_id] = audience
@@ -612,7 +615,7 @@ class SandboxState:
         if audience.is_expiring(now):
             raise bad("An expiring or expired audience cannot be modified; it can only be deleted.")
         if sub_type is not None:
-            if sub_type != AudienceSubType.REACH_FREQUENCY.value:
+            if sub_type != "REACH_FREQUENCY":
                 raise bad("audience_sub_type can only be changed to REACH_FREQUENCY")
             audience.sub_type = sub_type
             return
@@ -625,20 +628,20 @@ class SandboxState:
             audience.modify_time = now
             return
         if action is None:
-            action = Action.REPLACE.value  # the API's default
-        if action not in {a.value for a in Action}:
+            action = R.DEFAULT_ACTION
+        if action not in R.ACTIONS:
             raise bad(f"action must be APPEND, REMOVE or REPLACE, not {action!r}")
         files = self._resolve_files(advertiser_id, file_paths, audience.calculate_type)
         running = audience.running
         if running is not None:
             if action == "REPLACE" and running.action == "REPLACE":
-                raise ApiError(40002, REPLACE_RUNNING_MESSAGE)
-            raise ApiError(40002, BUSY_MESSAGE)
+                raise ApiError(R.PARAM_ERROR, REPLACE_RUNNING_MESSAGE)
+            raise ApiError(R.PARAM_ERROR, BUSY_MESSAGE)
         day = _utc_day(now)
         if audience.day_ops.get(day, 0) >= self.config.daily_operations:
-            raise ApiError(40002, quota_message(self.config.daily_operations))
+            raise ApiError(R.PARAM_ERROR, quota_message(self.config.daily_operations))
         if action == "REPLACE" and audience.day_replaces.get(day, 0) >= self.config.daily_replaces:
-            raise ApiError(40002, REPLACE_QUOTA_MESSAGE)
+            raise ApiError(R.PARAM_ERROR, REPLACE_QUOTA_MESSAGE)
         size, replacement = self._size_after(audience, action, files)
         if action == "REMOVE" and size == 0:
             raise bad("REMOVE cannot remove all of the audience's data.")
@@ -681,9 +684,9 @@ class SandboxState:
             isinstance(a, str | int) and not isinstance(a, bool) for a in audience_ids
         ):
             raise bad("custom_audience_ids must be a list of audience IDs")
-        if not 1 <= len(audience_ids) <= MAX_DELETE_IDS_PER_CALL:
+        if not 1 <= len(audience_ids) <= R.DELETE_IDS_PER_CALL:
             raise bad(
-                f"custom_audience_ids must hold 1 to {MAX_DELETE_IDS_PER_CALL} IDs, "
+                f"custom_audience_ids must hold 1 to {R.DELETE_IDS_PER_CALL} IDs, "
                 f"not {len(audience_ids)}"
             )
         ids = [str(a) for a in audience_ids]
@@ -701,10 +704,14 @@ class SandboxState:
             "name": audience.name,
             "audience_type": "Customer File",
             "audience_sub_type": audience.sub_type,
-            "calculate_type": audience.calculate_type.value,
+            "calculate_type": audience.calculate_type,
             "cover_num": len(audience.members),
-            "is_valid": audience.running is None,
+            # TikTok: false while calculating or once expired.
+            "is_valid": audience.running is None and not audience.is_expired(now),
             "is_expiring": audience.is_expiring(now),
+            "owner_id": audience.advertiser_id,
+            "msg": "Processing" if audience.running is not None else "Ready",
+            "error_msg": "",
             "is_creator": True,
             "shared": False,
             "create_time": format_time(audience.create_time),
@@ -719,6 +726,7 @@ class SandboxState:
             {
                 "action": op.action,
                 "action_detail": f"{op.action} with {len(op.files)} file(s)",
+                "editor": "open_api",
                 "msg": op.msg,
                 "opt_time": format_time(op.started),
                 "status": "SUCCESS" if op.done else "PROCESSING",
@@ -745,7 +753,7 @@ class SandboxState:
                     "audience_id": a.audience_id,
                     "advertiser_id": a.advertiser_id,
                     "name": a.name,
-                    "calculate_type": a.calculate_type.value,
+                    "calculate_type": a.calculate_type,
                     "cover_num": len(a.members),
                     "is_valid": a.running is None,
                     "running": a.running.action if a.running else None,
@@ -779,16 +787,15 @@ class SandboxState:
 
 
 def check_name(name: Any) -> str:
-    if not isinstance(name, str) or not 1 <= len(name) <= MAX_AUDIENCE_NAME_CHARS:
-        raise bad(f"custom_audience_name must be 1 to {MAX_AUDIENCE_NAME_CHARS} characters")
+    if not isinstance(name, str) or not 1 <= len(name) <= R.NAME_MAX_CHARS:
+        raise bad(f"custom_audience_name must be 1 to {R.NAME_MAX_CHARS} characters")
     return name
 
 
-def check_calculate_type(value: Any, *, upload: bool) -> CalculateType:
-    try:
-        ct = CalculateType(value)
-    except ValueError:
-        raise bad(f"calculate_type {value!r} is not a valid encryption type") from None
-    if not upload and ct.value.startswith("MAID_"):
-        raise bad(f"calculate_type {ct.value} is accepted on upload only")
-    return ct
+def check_calculate_type(value: Any, *, upload: bool) -> str:
+    """A calculate_type TikTok takes (on upload the ``MAID_*`` aliases too, kept as sent)."""
+    if value in R.CALCULATE_TYPES or (upload and value in R.UPLOAD_ONLY_TYPES):
+        return str(value)
+    if value in R.UPLOAD_ONLY_TYPES:
+        raise bad(f"calculate_type {value} is accepted on upload only")
+    raise bad(f"calculate_type {value!r} is not a valid encryption type")

@@ -23,10 +23,14 @@ from aiohttp.payload import AsyncIterablePayload
 
 from asyncsync.errors import (
     AsyncSyncError,
+    AudienceBusyError,
+    BadRequestError,
     InputError,
     OutcomeUnknownError,
+    QuotaExceededError,
     RequestTimeout,
     SignatureMismatchError,
+    TikTokError,
     TransportError,
     UsageError,
 )
@@ -39,7 +43,9 @@ from asyncsync.rules.limits import (
     MAX_LIST_PAGE_SIZE,
     Action,
 )
-from asyncsync.tiktok import wire
+from asyncsync.tiktok import codes, wire
+from asyncsync.tiktok.audience_state import is_expired, operation_running
+from asyncsync.tiktok.codes import Outcome
 from asyncsync.tiktok.ratelimit import TokenBucket
 from asyncsync.tiktok.retry import RetryPolicy
 from asyncsync.tiktok.wire import (
@@ -54,6 +60,8 @@ from asyncsync.tiktok.wire import (
 __all__ = ["ClientState", "ClientStats", "TikTokClient"]
 
 log = logging.getLogger("asyncsync.tiktok")
+
+MAYBE: Final = Outcome.MAYBE
 
 T = TypeVar("T")
 
@@ -164,7 +172,9 @@ class TikTokClient:
     Errors: :class:`UsageError` for invalid arguments (before anything is sent),
     :class:`InputError` for an unreadable file, subclasses of :class:`TikTokError` for TikTok's
     codes, :class:`TransportError` / :class:`RequestTimeout` when the exchange itself failed after
-    the last attempt, :class:`OutcomeUnknownError` when a create's answer was lost. The access
+    the last attempt, :class:`OutcomeUnknownError` when a create or update may or may not have
+    been carried out (a lost answer, HTTP 5xx, 50002...: the table of
+    :mod:`asyncsync.tiktok.codes`, explained in docs/tiktok-api.md). The access
     token and app secrets never appear in ``repr``, logs, exception text or URLs.
 
     ``api_base`` must be ``https://``, or plain ``http://`` on a loopback host (a local sandbox):
@@ -281,7 +291,6 @@ class TikTokClient:
         params: dict[str, str] | None = None,
         make_body: Callable[[], AbstractContextManager[Any]] | None = None,
         idempotent: bool = True,
-        update: bool = False,
         time_limit: float | None = None,
         auth: bool = True,
         secrets: Sequence[str] = (),
@@ -309,7 +318,7 @@ class TikTokClient:
                 return await self._attempt(
                     session, method, url, endpoint, parse, headers,
                     json_body=json_body, params=params, make_body=make_body,
-                    update=update, limit=limit, attempt=attempt, secrets=secrets,
+                    limit=limit, attempt=attempt, secrets=secrets,
                 )  # fmt: skip
             except _Failure as failure:
                 error = failure.error
@@ -319,6 +328,7 @@ class TikTokClient:
                         "resent automatically because it is not idempotent: check whether it "
                         "took effect before sending it again",
                         endpoint=endpoint,
+                        answer=error if isinstance(error, TikTokError) else None,
                     ) from error
                 if not failure.retryable or attempt >= policy.attempts:
                     raise error from failure.__cause__
@@ -350,7 +360,6 @@ class TikTokClient:
         json_body: dict[str, Any] | None,
         params: dict[str, str] | None,
         make_body: Callable[[], AbstractContextManager[Any]] | None,
-        update: bool,
         limit: float,
         attempt: int,
         secrets: Sequence[str],
@@ -383,9 +392,7 @@ class TikTokClient:
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 raise self._translate(exc, endpoint, limit, secrets) from exc
         elapsed_ms = (time.monotonic() - sent_at) * 1000
-        return self._interpret(
-            status, content_type, body, endpoint, parse, update, secrets, elapsed_ms
-        )
+        return self._interpret(status, content_type, body, endpoint, parse, secrets, elapsed_ms)
 
     def _translate(
         self, exc: BaseException, endpoint: str, limit: float, secrets: Sequence[str]
@@ -446,7 +453,6 @@ class TikTokClient:
         body: bytes,
         endpoint: str,
         parse: Callable[[Any], T],
-        update: bool,
         secrets: Sequence[str],
         elapsed_ms: float,
     ) -> T:
@@ -471,21 +477,21 @@ class TikTokClient:
             elapsed_ms,
         )
         if envelope is not None and envelope.code != 0:
+            rule = codes.rule_for_code(envelope.code)
             error = wire.error_for_code(
                 envelope.code,
                 self._redact(envelope.message, secrets),
                 envelope.request_id,
                 endpoint=endpoint,
-                update=update,
             )
-            raise _Failure(error, retryable=error.retryable, side_effect=False)
+            raise _Failure(error, retryable=rule.retry, side_effect=rule.outcome is MAYBE)
         if status >= 400 or (status >= 300 and envelope is None):
             error = wire.error_for_http_status(
                 status, problem or "with a success envelope", endpoint=endpoint
             )
-            # 429 and 503 say the request was not carried out; other 5xx leave it open.
-            side_effect = status >= 500 and status != 503
-            raise _Failure(error, retryable=error.retryable, side_effect=side_effect)
+            # Any 5xx may come after the request was handled (docs/tiktok-api.md).
+            rule = codes.rule_for_http_status(status)
+            raise _Failure(error, retryable=rule.retry, side_effect=rule.outcome is MAYBE)
         if envelope is None:
             retryable = problem.startswith("a body that is not JSON")
             raise _Failure(
@@ -678,9 +684,11 @@ class TikTokClient:
     ) -> str:
         """Create a customer-file audience from 1..500 uploaded file_paths; returns its id.
 
-        Not idempotent: a request whose answer was lost (timeout, reset, unreadable answer)
-        raises :class:`OutcomeUnknownError` instead of being resent. Answers that say the request
-        was not carried out (rate limits, transient TikTok codes, HTTP 503) are retried.
+        Not idempotent (TikTok has no idempotency key): an answer that leaves open whether the
+        audience was made (a lost or unreadable answer, HTTP 5xx, 50002 SYS_TIMEOUT, 51010
+        INTERNAL_TIME_OUT, 40202 WRITE_CONFLICT... see :mod:`asyncsync.tiktok.codes`) raises
+        :class:`OutcomeUnknownError` instead of being resent: look the name up before creating
+        again. Answers that say the request was not carried out (rate limits) are retried.
         """
         payload = wire.create_payload(
             advertiser_id,
@@ -706,13 +714,66 @@ class TikTokClient:
         """Rename an audience and/or apply file_paths with an explicit ``action``.
 
         ``file_paths`` without ``action`` raises :class:`UsageError`: the API's own default is
-        REPLACE. 40002 raises :class:`AudienceBusyError` (an operation is running) or
-        :class:`QuotaExceededError` (a daily limit); neither is retried here.
+        REPLACE. Not idempotent: an answer that leaves open whether the update was carried out
+        (a lost answer, HTTP 5xx, 50002, 51010, 40202...) raises :class:`OutcomeUnknownError`.
+
+        TikTok answers 40002 (PARAM_ERROR) both for a bad parameter and for an audience that
+        cannot take an operation now; what it means is read from TikTok's state
+        (docs/tiktok-api.md, "40002 on update"): a message speaking of a daily quota raises
+        :class:`QuotaExceededError`; an audience that ``get`` shows calculating raises
+        :class:`AudienceBusyError`; an expiring or expired audience, or a second 40002 while
+        the audience is idle, raises :class:`BadRequestError` with TikTok's code, message and
+        request_id. After a first 40002 with the audience idle (its operation may just have
+        ended) the update is sent once more.
         """
         payload = wire.update_payload(
             advertiser_id, audience_id, name=name, file_paths=file_paths, action=action
         )
-        await self._call("POST", wire.UPDATE, _ignore, json_body=payload, update=True)
+        refusals = 0
+        while True:
+            try:
+                await self._call("POST", wire.UPDATE, _ignore, json_body=payload, idempotent=False)
+                return
+            except BadRequestError as exc:
+                if exc.code != codes.PARAM_ERROR:
+                    raise
+                refusals += 1
+                await self._explain_refused_update(payload, exc, refusals)
+
+    async def _explain_refused_update(
+        self, payload: dict[str, Any], refused: BadRequestError, refusals: int
+    ) -> None:
+        """Raise what a 40002 on update means, or return to have the update sent once more."""
+        advertiser_id = payload["advertiser_id"]
+        audience_id = payload["custom_audience_id"]
+        args = (refused.code, refused.message, refused.request_id)
+        if _speaks_of_daily_quota(refused.message):
+            raise QuotaExceededError(*args, endpoint=refused.endpoint) from refused
+        try:
+            found = await self.get_audiences(advertiser_id, [audience_id])
+        except TikTokError:
+            raise refused from None
+        audience = next((a for a in found if a.audience_id == audience_id), None)
+        if audience is None:
+            raise refused
+        if operation_running(audience):
+            raise AudienceBusyError(*args, endpoint=refused.endpoint) from refused
+        if audience.is_expiring or is_expired(audience):
+            raise BadRequestError(
+                refused.code,
+                f"audience {audience_id} is expiring or expired and can only be deleted "
+                f"(TikTok: {refused.message})",
+                refused.request_id,
+                endpoint=refused.endpoint,
+            ) from refused
+        if refusals >= 2:
+            raise BadRequestError(
+                refused.code,
+                f"{refused.message} (refused {refusals} times while the audience had no "
+                "operation running: a parameter error, not a busy audience)",
+                refused.request_id,
+                endpoint=refused.endpoint,
+            ) from refused
 
     async def delete_audiences(self, advertiser_id: str, audience_ids: Sequence[str]) -> None:
         """Delete audiences, at most 100 per request."""
@@ -762,6 +823,16 @@ class TikTokClient:
     ) -> list[Audience]:
         """Every audience of the advertiser (all pages)."""
         return [a async for a in self.iter_audiences(advertiser_id, page_size=page_size)]
+
+
+_DAILY_QUOTA_WORDS: Final = ("quota", "daily", "per day")
+
+
+def _speaks_of_daily_quota(message: str) -> bool:
+    """TikTok publishes no wording for its daily-limit refusal; these words are our assumption
+    (docs/tiktok-api.md, "40002 on update")."""
+    lowered = message.lower()
+    return any(word in lowered for word in _DAILY_QUOTA_WORDS)
 
 
 def _ignore(data: Any) -> None:

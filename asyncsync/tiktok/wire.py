@@ -14,19 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import SplitResult
 
-from asyncsync.errors import (
-    AudienceBusyError,
-    AuthError,
-    BadRequestError,
-    DuplicatedRequestError,
-    FileExpiredError,
-    QuotaExceededError,
-    RateLimitedError,
-    SignatureMismatchError,
-    TikTokError,
-    TransientError,
-    UsageError,
-)
+from asyncsync.errors import AuthError, TikTokError, UsageError
 from asyncsync.rules.limits import (
     API_VERSION_PREFIX,
     FILE_SUFFIXES,
@@ -41,6 +29,7 @@ from asyncsync.rules.limits import (
     CalculateType,
     canonical_calculate_type,
 )
+from asyncsync.tiktok.codes import rule_for_code, rule_for_http_status
 
 __all__ = [
     "ACCESS_TOKEN",
@@ -94,18 +83,6 @@ ACCESS_TOKEN: Final = "oauth2/access_token"
 REVOKE_TOKEN: Final = "oauth2/revoke_token"
 
 MAX_GET_IDS_PER_CALL: Final = 100
-
-RATE_LIMIT_CODES: Final = frozenset({40100, 40016, 40133, 40132, 61000})
-TRANSIENT_CODES: Final = frozenset(
-    {50000, 50002, 40200, 40201, 40202, 40700, 60001}
-    | set(range(51000, 51100))
-    | set(range(52000, 52205))
-)
-AUTH_CODES: Final = frozenset({40102, 40104, 40105, 40106, 40107, 40110})
-BUSY_OR_QUOTA: Final = 40002
-SIGNATURE_MISMATCH: Final = 40900
-FILE_EXPIRED: Final = 40910
-DUPLICATED_REQUEST: Final = 40050
 
 
 LOOPBACK_HOSTS: Final = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -216,56 +193,24 @@ _AUTH_HINT = "the access token or app credentials were refused; retrying cannot 
 
 
 def error_for_code(
-    code: int, message: str, request_id: str = "", *, endpoint: str = "", update: bool = False
+    code: int, message: str, request_id: str = "", *, endpoint: str = ""
 ) -> TikTokError:
-    """The error for a TikTok ``code != 0`` (DESIGN.md section 4).
+    """The error for a TikTok ``code != 0``, per the table of :mod:`asyncsync.tiktok.codes`.
 
-    ``update`` is true for ``/dmp/custom_audience/update/``, where 40002 means the audience is
-    busy (an operation is running) or, when the message speaks of a quota or limit, that a daily
-    quota is used up.
+    40002 is always a :class:`BadRequestError` here: whether a 40002 on update means "busy" or
+    "daily limit" is decided by the client from the audience's state, not from the code.
     """
-    cls: type[TikTokError]
-    if code in RATE_LIMIT_CODES:
-        cls = RateLimitedError
-    elif code in TRANSIENT_CODES:
-        cls = TransientError
-    elif code in AUTH_CODES:
-        cls = AuthError
+    rule = rule_for_code(code)
+    if rule.error is AuthError:
         message = f"{message} ({_AUTH_HINT})" if message else _AUTH_HINT
-    elif code == BUSY_OR_QUOTA and update:
-        lowered = message.lower()
-        cls = QuotaExceededError if "quota" in lowered or "limit" in lowered else AudienceBusyError
-    elif code == SIGNATURE_MISMATCH:
-        cls = SignatureMismatchError
-    elif code == FILE_EXPIRED:
-        cls = FileExpiredError
-    elif code == DUPLICATED_REQUEST:
-        cls = DuplicatedRequestError
-    elif 50000 <= code < 70000:
-        cls = TransientError
-    elif 40000 <= code < 50000:
-        cls = BadRequestError
-    else:
-        cls = TikTokError
-    return cls(code, message, request_id, endpoint=endpoint)
+    return rule.error(code, message, request_id, endpoint=endpoint)
 
 
 def error_for_http_status(status: int, detail: str, *, endpoint: str = "") -> TikTokError:
-    """The error for an HTTP error status whose body is not TikTok's envelope.
-
-    ``code`` is the HTTP status: 5xx is transient, 429 a rate limit, 401/403 an auth problem,
-    anything else a refused request.
-    """
-    cls: type[TikTokError]
-    if status >= 500:
-        cls = TransientError
-    elif status == 429:
-        cls = RateLimitedError
-    elif status in (401, 403):
-        cls = AuthError
-    else:
-        cls = BadRequestError
-    return cls(status, f"HTTP {status}: {detail}", "", endpoint=endpoint)
+    """The error for an HTTP error status whose body is not TikTok's envelope (``code`` is
+    the HTTP status), per :func:`asyncsync.tiktok.codes.rule_for_http_status`."""
+    rule = rule_for_http_status(status)
+    return rule.error(status, f"HTTP {status}: {detail}", "", endpoint=endpoint)
 
 
 # --------------------------------------------------------------------------- request payloads
@@ -334,10 +279,12 @@ def validate_action(value: object) -> Action:
 
 
 def validate_upload_filename(name: str) -> str:
-    if not name.lower().endswith(FILE_SUFFIXES):
+    # TikTok: "The file suffixes should be exactly .csv or .txt" (docs/tiktok-api.md).
+    if not name.endswith(FILE_SUFFIXES):
         raise UsageError(
-            f"file {name!r}: TikTok only takes files whose name ends with "
+            f"file {name!r}: TikTok only takes files whose name ends exactly with "
             + " or ".join(FILE_SUFFIXES)
+            + " (lowercase)"
         )
     return name
 
@@ -500,6 +447,11 @@ class Audience:
     expired_time: str | int | None
     create_time: str | int | None
     history: tuple[AudienceHistory, ...] = ()
+    owner_id: str | None = None
+    msg: str | None = None
+    """TikTok's status text for the audience (documented, free text)."""
+    error_msg: str | None = None
+    """Why the audience's last calculation failed, when it did."""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
@@ -572,6 +524,15 @@ def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
     raise MalformedAnswer(f"{where}.{key} is not a string: {value!r:.60}")
 
 
+def _opt_id(obj: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = obj.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise MalformedAnswer(f"{where}.{key} is not an ID: {value!r:.60}")
+
+
 def _opt_time(obj: Mapping[str, Any], key: str, where: str) -> str | int | None:
     value = obj.get(key)
     if value is None or isinstance(value, str):
@@ -613,6 +574,9 @@ def parse_audience(item: object, where: str = "data.list[]") -> Audience:
         expired_time=_opt_time(details, "expired_time", details_where),
         create_time=_opt_time(details, "create_time", details_where),
         history=history,
+        owner_id=_opt_id(details, "owner_id", details_where),
+        msg=_opt_str(details, "msg", details_where),
+        error_msg=_opt_str(details, "error_msg", details_where),
         raw=dict(obj),
     )
 
