@@ -91,12 +91,13 @@ class Running:
         self.stderr = self.proc.stderr.read()
 
     def feed_until_hashing(self) -> None:
-        """Write about 12 MiB (three chunks), then wait until both workers run."""
+        """Write about 22 MB (five chunks), then wait until the pool's workers run."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(lines(330_000))
+        self.proc.stdin.write(lines(600_000))
         self.proc.stdin.flush()
-        # The command, the resource tracker, the forkserver and two workers.
-        wait_for(lambda: len(live_in_group(self.pgid)) >= 5, "the pool's workers started")
+        # The command, the resource tracker, the forkserver and at least one worker (the pool
+        # starts a second one only when no worker is idle).
+        wait_for(lambda: len(live_in_group(self.pgid)) >= 4, "the pool's workers started")
 
     def cleanup(self) -> None:
         for pid in [*live_in_group(self.pgid), self.proc.pid]:
