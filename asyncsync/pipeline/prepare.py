@@ -644,17 +644,21 @@ async def prepare(
     """Normalize, hash, dedupe and split ``inputs`` into part files in ``out_dir``.
 
     ``inputs``: paths of plain, gzip or zstd files (detected from their first bytes), ``"-"``
-    for stdin. Options: ``options=PrepareOptions(...)`` or its fields as keywords
-    (``id_type="email"``, ``column="email"``, ``max_file_bytes=...``, ``workers=...``).
-    ``on_part`` is awaited once per part, in index order, as soon as that part is final,
-    while later parts are still being produced (a slow callback slows production down).
-    Progress goes to ``reporter`` as ``StageChanged``, ``ChunkHashed`` and ``PartWritten``.
+    for stdin, or any other stream given by name (a pipe, ``/dev/stdin``, a named FIFO: see
+    :func:`asyncsync.pipeline.source.is_stream`), read once, front to back. Options:
+    ``options=PrepareOptions(...)`` or its fields as keywords (``id_type="email"``,
+    ``column="email"``, ``max_file_bytes=...``, ``workers=...``). ``on_part`` is awaited once
+    per part, in index order, as soon as that part is final, while later parts are still being
+    produced (a slow callback slows production down). Progress goes to ``reporter`` as
+    ``StageChanged``, ``ChunkHashed`` and ``PartWritten``.
 
     Writes ``out_dir/part-00001.txt``... and, last and atomically, ``out_dir/manifest.json``.
     Raises ``UsageError`` (bad option), ``InputError`` (missing, unreadable or binary input,
-    unknown CSV column), ``NoValidIdsError`` (no valid line at all), ``OutputError`` (the
-    output directory cannot be written); no manifest is left behind on failure.
+    unknown CSV column, a line longer than 64 MiB: ``LineTooLongError``, with its line number),
+    ``NoValidIdsError`` (no valid line at all), ``OutputError`` (the output directory cannot be
+    written); no manifest is left behind on failure.
     """
+
     opts = _options(options, option_fields)
     started = time.perf_counter()
     names = [os.fspath(x) for x in inputs]
