@@ -57,6 +57,7 @@ __all__ = [
     "InputSpec",
     "LineTooLongError",
     "RangeJob",
+    "binary_reason",
     "csv_values",
     "is_stream",
     "iter_jobs",
@@ -231,24 +232,31 @@ def is_stream(name: str) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
-def _check_text(name: str, head: bytes) -> None:
-    """Refuse ``head`` (the first bytes of an input, decompressed, BOM removed) as binary when
-    it starts like a known binary format or is mostly not text. A few NUL bytes in a text
-    export are not a refusal: their lines are counted ``malformed``."""
+def binary_reason(head: bytes) -> str | None:
+    """Why an input whose first bytes (up to 64 KiB, decompressed, BOM removed) are ``head``
+    is not text, or None when it is text: it starts like a known binary format
+    (:data:`BINARY_MAGIC`), or more than :data:`BINARY_SHARE` of it is not text. A few NUL
+    bytes in a text export are not a reason: their lines are counted ``malformed``."""
     for magic, what in BINARY_MAGIC:
         if head.startswith(magic):
-            raise InputError(f"{name}: not a text file ({what})", path=name)
+            return what
     if not head:
-        return
+        return None
     control = len(head.translate(None, _OTHER_BYTES))
     invalid = head.decode("utf-8", "replace").count("\ufffd")
     share = (control + invalid) / len(head)
     if share > BINARY_SHARE:
-        raise InputError(
-            f"{name}: not a text file ({share:.0%} of its first {len(head)} bytes are binary: "
-            "control bytes or invalid UTF-8)",
-            path=name,
+        return (
+            f"{share:.0%} of its first {len(head)} bytes are binary: control bytes or invalid "
+            "UTF-8"
         )
+    return None
+
+
+def _check_text(name: str, head: bytes) -> None:
+    reason = binary_reason(head)
+    if reason is not None:
+        raise InputError(f"{name}: not a text file ({reason})", path=name)
 
 
 def _compression_of(magic: bytes) -> str:
@@ -557,10 +565,12 @@ class _ChunkReader:
 
     def _first_block(self) -> bytes:
         self.stream = _Stream(self.spec)
-        block = self.stream.read(self.chunk_bytes)
+        # At least the head a regular file is checked on, so that both are judged alike.
+        block = self.stream.read(max(self.chunk_bytes, _SNIFF_BYTES))
         if block.startswith(BOM):
             block = block[len(BOM) :]
-        _check_text(self.spec.name, block[:_SNIFF_BYTES])
+        if self.spec.stream:  # a regular file was checked by open_inputs
+            _check_text(self.spec.name, block[:_SNIFF_BYTES])
         request = self.spec.csv_request
         if request is not None:
             self.csv = _detect_csv(self.spec.name, block, request.column, request.id_type)
