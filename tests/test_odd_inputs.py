@@ -360,3 +360,17 @@ def test_a_column_index_below_one_says_indexes_are_1_based(tmp_path: Path, colum
     assert f"--column {column}" in line and "1-based" in line, line
     with pytest.raises(UsageError, match="1-based"):
         PrepareOptions(column=int(column))
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_a_command_started_with_stdin_closed_runs(tmp_path: Path) -> None:
+    """As a scheduler may start it (``cmd <&-``): a closed descriptor 0 must not be taken by
+    the next file or socket opened, which the event loop then refuses to close."""
+    src = tmp_path / "ids.txt"
+    src.write_text(MAID + "\n")
+    script = f'exec "{sys.executable}" -m asyncsync prepare "{src}" -o "{tmp_path / "out"}" <&-'
+    done = subprocess.run(
+        ["bash", "-c", script], capture_output=True, env=subprocess_env(), timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert parts_of(tmp_path / "out") == digests([MAID])

@@ -310,6 +310,8 @@ class _StreamReader:
 def _stdin() -> Any:
     """Standard input, unbuffered (see :class:`_StreamReader`); a stdin without a file
     descriptor (an in-memory one, as test runners give) as it is."""
+    if sys.stdin is None:
+        raise InputError("-: standard input is closed", path=STDIN)
     try:
         fd = sys.stdin.fileno()
     except (AttributeError, OSError, ValueError):
@@ -364,7 +366,7 @@ class _Stream:
         file = getattr(self, "_file", None)
         if file is not None and file is not self._raw and self.compression != "none":
             file.close()  # the decoder only: it leaves the file under it open
-        if self._raw is not None and self._raw is not sys.stdin.buffer:
+        if self._raw is not None and self._raw is not getattr(sys.stdin, "buffer", None):
             self._raw.close()  # stdin itself stays open (its unbuffered view does not close it)
 
 
