@@ -219,13 +219,19 @@ def compress(data: bytes, compression: str) -> bytes:
 
 
 @pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
-def test_nul_bytes_at_the_start_refuse_the_file_and_later_ones_are_malformed_lines(
+def test_a_head_of_nul_bytes_refuses_the_file_and_a_few_nul_bytes_are_malformed_lines(
     tmp_path: Path, compression: str
 ) -> None:
     head, out = fresh(tmp_path)
-    head.write_bytes(compress(MAID.encode() + b"\n\x00\x00\n", compression))
+    head.write_bytes(compress(MAID.encode() + b"\n" + b"\x00" * 4096 + b"\n", compression))
     with pytest.raises(InputError, match="not a text file"):
         run_prepare(head, out)
+
+    few, out = fresh(tmp_path)
+    few.write_bytes(compress(MAID.encode() + b"\n\x00\x00\n", compression))
+    result = run_prepare(few, out)
+    check_accounting(result)
+    assert (result.rows_read, result.rejected["malformed"], result.rows_written) == (2, 1, 1)
 
     late, out = fresh(tmp_path)
     filler = (MAID + "\n").encode() * 3000  # past the 64 KiB sniffed for binary data

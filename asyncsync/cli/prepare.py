@@ -77,15 +77,15 @@ def prepare_command(
     inputs: tuple[str, ...],
     out_dir: str,
     id_type: str,
-    hash_algo: str,
+    hash_algo: str | None,
     column: str | None,
     max_file_bytes: int,
     workers: int | None,
     default_country: str | None,
     as_json: bool,
 ) -> None:
-    """Normalize, hash, dedupe and split INPUT... (files, .gz, .zst, or - for stdin) into part
-    files and a manifest. No network."""
+    """Normalize, hash, dedupe and split INPUT... (files, .gz, .zst, - for stdin, or a pipe
+    such as <(zcat a.gz)) into part files and a manifest. No network."""
     options = PrepareOptions(
         id_type=id_type,  # type: ignore[arg-type]
         hash_algo=hash_algo,  # type: ignore[arg-type]
