@@ -202,7 +202,7 @@ def _plan_paths(
             column = _column_of(frame, opts.column)
             pieces += _frame_pieces(column, index, name, settings, header_lines=1)
             sizes = [fs.size(p) for p in fs.expand_path(path)]
-            estimated += sum(sizes) // 2  # a CSV line holds at least the ID and a delimiter
+            estimated += sum(sizes) // min_line + 1  # a valid row's line holds at least its ID
             continue
         try:
             compression = infer_compression(path)
@@ -229,8 +229,11 @@ def _plan_paths(
 
 
 def _ranges_for(plan: _Plan, range_rows: int, workers: int) -> int:
-    by_rows = -(-plan.estimated_rows // range_rows)
-    return max(1, workers, by_rows, len({(p.input_index, p.name, p.piece) for p in plan.pieces}))
+    """Enough ranges for about ``range_rows`` valid rows each when the input's size bounds its
+    rows; one per input partition when it does not (a DataFrame handed in)."""
+    if plan.estimated_rows:
+        return max(workers, -(-plan.estimated_rows // range_rows))
+    return max(workers, len(plan.pieces))
 
 
 def _divisions(ranges: int) -> list[int]:
@@ -353,8 +356,9 @@ def prepare(
     None for the current default client.
 
     Tuning (none changes the output): ``ranges`` digest ranges after the shuffle (default: the
-    larger of the worker count, the number of input pieces, and the estimated valid rows over
-    ``range_rows``); ``chunk_bytes`` of uncompressed text per hashing task (a compressed text
+    larger of the worker count and an upper bound of the valid rows over ``range_rows``; the
+    bound comes from the inputs' bytes, or from Parquet footers; for a DataFrame handed in, one
+    range per partition); ``chunk_bytes`` of uncompressed text per hashing task (a compressed text
     file is one task); ``shuffle_method`` ``"p2p"`` or ``"tasks"``.
 
     Memory per worker thread, with C = ``chunk_bytes`` (or one input partition's bytes),
