@@ -38,7 +38,7 @@ import dask
 import dask.dataframe as dd
 from dask.bytes import read_bytes
 from dask.delayed import Delayed, delayed
-from fsspec.core import url_to_fs
+from fsspec.core import has_magic, url_to_fs
 from fsspec.utils import infer_compression
 
 from asyncsync.dask.tasks import (
@@ -115,7 +115,8 @@ class _Piece:
 class _Plan:
     pieces: list[_Piece]
     names: list[str]
-    estimated_rows: int
+    estimated_rows: int | None
+    """An upper bound of the valid rows, or None when the inputs do not tell."""
 
 
 def _is_dataframe(obj: object) -> bool:
@@ -157,11 +158,16 @@ def _frame_pieces(
     ]
 
 
-def _parquet_rows(fs: Any, path: str) -> int:
-    """Rows of a Parquet file or dataset, from its footers (no data page is read)."""
+def _parquet_rows(fs: Any, path: str) -> int | None:
+    """Rows of a Parquet file, glob or dataset, from its footers (no data page is read);
+    None when they cannot be counted that way."""
     import pyarrow.dataset as pads
 
-    return int(pads.dataset(path, filesystem=fs, format="parquet").count_rows())
+    try:
+        source: str | list[str] = fs.glob(path) if has_magic(path) else path
+        return int(pads.dataset(source, filesystem=fs, format="parquet").count_rows())
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _is_parquet(fs: Any, path: str) -> bool:
@@ -173,7 +179,7 @@ def _plan_paths(
 ) -> _Plan:
     pieces: list[_Piece] = []
     names: list[str] = []
-    estimated = 0
+    estimated: int | None = 0
     min_line = _MIN_LINE_BYTES[opts.id_type]
     for index, name in enumerate(inputs):
         names.append(name)
@@ -186,7 +192,8 @@ def _plan_paths(
             frame = dd.read_parquet(name)
             column = _column_of(frame, opts.column)
             pieces += _frame_pieces(column, index, name, settings)
-            estimated += _parquet_rows(fs, path)
+            rows = _parquet_rows(fs, path)
+            estimated = None if rows is None or estimated is None else estimated + rows
             continue
         if opts.column is not None:
             frame = dd.read_csv(
@@ -202,7 +209,8 @@ def _plan_paths(
             column = _column_of(frame, opts.column)
             pieces += _frame_pieces(column, index, name, settings, header_lines=1)
             sizes = [fs.size(p) for p in fs.expand_path(path)]
-            estimated += sum(sizes) // min_line + 1  # a valid row's line holds at least its ID
+            if estimated is not None:  # a valid row's line holds at least its ID
+                estimated += sum(sizes) // min_line + 1
             continue
         try:
             compression = infer_compression(path)
@@ -221,7 +229,8 @@ def _plan_paths(
         for file_blocks, file_path in zip(blocks, paths, strict=True):
             file_name = name if len(paths) == 1 else str(file_path)
             size = int(fs.size(file_path))
-            estimated += size * (_COMPRESSION_GUESS if compression else 1) // min_line + 1
+            if estimated is not None:
+                estimated += size * (_COMPRESSION_GUESS if compression else 1) // min_line + 1
             for i, block in enumerate(file_blocks):
                 task = delayed(hash_text_piece, pure=True)(block, i == 0, index, i, settings)
                 pieces.append(_Piece(index, file_name, i, task))
@@ -231,7 +240,7 @@ def _plan_paths(
 def _ranges_for(plan: _Plan, range_rows: int, workers: int) -> int:
     """Enough ranges for about ``range_rows`` valid rows each when the input's size bounds its
     rows; one per input partition when it does not (a DataFrame handed in)."""
-    if plan.estimated_rows:
+    if plan.estimated_rows is not None:
         return max(workers, -(-plan.estimated_rows // range_rows))
     return max(workers, len(plan.pieces))
 
@@ -381,7 +390,7 @@ def prepare(
     ``OutputError`` (``out_dir`` cannot be written); no manifest is left on failure.
     """
     opts = PrepareOptions(
-        id_type=IdType(id_type) if isinstance(id_type, IdType) else id_type,  # type: ignore[arg-type]
+        id_type=id_type,  # type: ignore[arg-type]
         hash_algo=hash,  # type: ignore[arg-type]
         column=column,
         max_file_bytes=max_file_bytes,
@@ -426,7 +435,7 @@ def _prepare(
     if _is_dataframe(inputs):
         column = _column_of(inputs, opts.column)
         pieces = _frame_pieces(column, 0, "dataframe", settings)
-        plan = _Plan(pieces, [], 0)
+        plan = _Plan(pieces, [], None)
     else:
         if isinstance(inputs, str | os.PathLike):
             inputs = [inputs]
