@@ -10,9 +10,10 @@ lines), then, one after the other on the same machine:
 * local: ``asyncsync prepare FILE... -o DIR --json`` in its own process (a pool of one process per
   core), measured as ``run.py`` measures: wall time, CPU and peak RSS of the process tree;
 * dask: a ``LocalCluster`` of ``--workers`` worker processes with one thread each (its start is
-  timed apart), then ``asyncsync.dask.prepare(files, ...)`` timed from the call to the written
-  manifest. The peak RSS of each worker process is sampled every 50 ms with psutil, as is the
-  RSS of this process (the client, with the scheduler in it).
+  timed apart; ``--p2p-buffer`` sets the workers' P2P shuffle send buffer), then
+  ``asyncsync.dask.prepare(files, ...)`` timed from the call to the written manifest. The peak
+  RSS of each worker process is sampled every 50 ms with psutil, as is the RSS of this process
+  (the client, with the scheduler in it).
 
 Checks that both wrote the same parts (names, rows, bytes, MD5s) and prints the figures with the
 machine's load average before and after; ``--json-out`` writes them to a file.
@@ -111,14 +112,17 @@ def run_local(paths: list[Path], out: Path) -> dict[str, Any]:
     }
 
 
-def run_dask(paths: list[Path], out: Path, workers: int) -> dict[str, Any]:
+def run_dask(paths: list[Path], out: Path, workers: int, p2p_buffer: str | None) -> dict[str, Any]:
+    import dask
     from distributed import Client, LocalCluster
 
     import asyncsync.dask
 
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
+    config = {} if p2p_buffer is None else {"distributed.p2p.comm.buffer": p2p_buffer}
     with (
+        dask.config.set(config),  # the nannies hand their configuration to the workers
         LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster,
@@ -155,6 +159,11 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes")
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument(
+        "--p2p-buffer",
+        default=None,
+        help="the workers' distributed.p2p.comm.buffer (Dask's default: 1 GiB), e.g. 128MiB",
+    )
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     paths = make_inputs(args.rows, args.files)
@@ -169,12 +178,14 @@ def main() -> None:
         f"peak RSS (tree) {local['peak_rss_tree_mb']:.0f} MB",
         flush=True,
     )
-    dask = run_dask(paths, WORK / "dask-out", args.workers)
+    dask = run_dask(paths, WORK / "dask-out", args.workers, args.p2p_buffer)
+    dask["p2p_comm_buffer"] = args.p2p_buffer or "1GiB (default)"
     cpu = sum(v for k, v in dask["cpu_s"].items() if k.startswith("worker"))
     print(
         f"dask prepare:       {dask['wall_s']:7.2f} s wall  {cpu:7.2f} s CPU (workers)  "
         f"{args.rows / dask['wall_s'] / 1e6:5.2f} M rows/s  "
-        f"(+ {dask['cluster_start_s']:.2f} s to start the cluster)",
+        f"(+ {dask['cluster_start_s']:.2f} s to start the cluster; "
+        f"P2P comm buffer {dask['p2p_comm_buffer']})",
         flush=True,
     )
     for name, mb in dask["peak_rss_mb"].items():

@@ -347,21 +347,6 @@ def test_two_million_rows_over_four_files_match_local(client: Any, tmp_path: Pat
     assert_same_output(got, ref)
 
 
-# The README's Spark recipe, verbatim: the chunk hasher called from PySpark's mapInArrow.
-def hash_batches(batches: Any) -> Any:  # runs on the executors; each batch holds one column
-    import binascii
-
-    import numpy as np
-
-    from asyncsync.rules.hashing import hash_values
-
-    for batch in batches:
-        values = batch.column(0).cast(pa.large_binary()).fill_null(b"").to_pylist()
-        hashed = hash_values(values, id_type="maid", hash_algo="sha256")
-        hexed = pa.array(np.frombuffer(binascii.hexlify(hashed.digests), dtype="S64"))
-        yield pa.record_batch([hexed.cast(pa.string())], names=["digest"])
-
-
 @pytest.mark.slow
 def test_spark_map_in_arrow_recipe_gives_the_digests_of_the_local_engine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -373,6 +358,21 @@ def test_spark_map_in_arrow_recipe_gives_the_digests_of_the_local_engine(
     src = tmp_path / "same.txt"
     src.write_bytes(b"\n".join(b"" if v is None else v.encode() for v in values) + b"\n")
     ref = local(src, out_dir=tmp_path / "local")
+
+    # The README's Spark recipe: the chunk hasher called from PySpark's mapInArrow.
+    def hash_batches(batches: Any) -> Any:  # runs on the executors; each batch holds one column
+        import binascii
+
+        import numpy as np
+
+        from asyncsync.rules.hashing import hash_values
+
+        for batch in batches:
+            values = batch.column(0).cast(pa.large_binary()).fill_null(b"").to_pylist()
+            hashed = hash_values(values, id_type="maid", hash_algo="sha256")
+            hexed = pa.array(np.frombuffer(binascii.hexlify(hashed.digests), dtype="S64"))
+            yield pa.record_batch([hexed.cast(pa.string())], names=["digest"])
+
     spark = (
         sql.SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
         .getOrCreate()
