@@ -112,7 +112,9 @@ def run_local(paths: list[Path], out: Path) -> dict[str, Any]:
     }
 
 
-def run_dask(paths: list[Path], out: Path, workers: int, p2p_buffer: str | None) -> dict[str, Any]:
+def run_dask(
+    paths: list[Path], out: Path, workers: int, p2p_buffer: str | None, chunk_bytes: int | None
+) -> dict[str, Any]:
     import dask
     from distributed import Client, LocalCluster
 
@@ -134,7 +136,12 @@ def run_dask(paths: list[Path], out: Path, workers: int, p2p_buffer: str | None)
         pids["client + scheduler"] = os.getpid()
         with PeakRss(pids) as rss:
             t0 = time.perf_counter()
-            result = asyncsync.dask.prepare(paths, out_dir=out, client=client)
+            result = asyncsync.dask.prepare(
+                paths,
+                out_dir=out,
+                client=client,
+                chunk_bytes=chunk_bytes or asyncsync.dask.DEFAULT_CHUNK_BYTES,
+            )
             wall = time.perf_counter() - t0
     manifest = result.to_manifest()
     return {
@@ -159,6 +166,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes")
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--chunk-bytes", type=int, default=None, help="text bytes per Dask task")
     parser.add_argument(
         "--p2p-buffer",
         default=None,
@@ -178,8 +186,9 @@ def main() -> None:
         f"peak RSS (tree) {local['peak_rss_tree_mb']:.0f} MB",
         flush=True,
     )
-    dask = run_dask(paths, WORK / "dask-out", args.workers, args.p2p_buffer)
+    dask = run_dask(paths, WORK / "dask-out", args.workers, args.p2p_buffer, args.chunk_bytes)
     dask["p2p_comm_buffer"] = args.p2p_buffer or "1GiB (default)"
+    dask["chunk_bytes"] = args.chunk_bytes or "default"
     cpu = sum(v for k, v in dask["cpu_s"].items() if k.startswith("worker"))
     print(
         f"dask prepare:       {dask['wall_s']:7.2f} s wall  {cpu:7.2f} s CPU (workers)  "

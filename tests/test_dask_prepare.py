@@ -161,6 +161,26 @@ def test_gzip_input_matches_local(client: Any, tmp_path: Path) -> None:
     assert_same_output(got, ref)
 
 
+def test_a_glob_of_files_numbers_rejected_lines_per_file(client: Any, tmp_path: Path) -> None:
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"in-{i}.txt"
+        path.write_bytes(b"\n".join([maid(j + 100 * i) for j in range(400)] + [b"bad\n"]))
+        paths.append(path)
+    ref = local(*paths, out_dir=tmp_path / "local", max_file_bytes=10_000)
+    got = asyncsync.dask.prepare(
+        str(tmp_path / "in-*.txt"), out_dir=tmp_path / "dask", client=client,
+        max_file_bytes=10_000, chunk_bytes=4096,
+    )
+    want, mine = comparable(ref), comparable(got)
+    assert mine.pop("inputs") == [str(tmp_path / "in-*.txt")]
+    want.pop("inputs")
+    assert mine == want
+    assert [(r.input, r.line) for r in got.rejected_sample] == [
+        (str(p), 401) for p in paths
+    ]
+
+
 def _values_and_text(n: int) -> tuple[list[str | None], bytes]:
     values: list[str | None] = [maid(i % 500).decode() for i in range(n)]
     values[7] = None  # a null is an empty row

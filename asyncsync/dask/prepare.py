@@ -80,7 +80,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_CHUNK_BYTES", "DEFAULT_RANGE_ROWS", "prepare"]
 
 MiB: Final = 1024 * 1024
-DEFAULT_CHUNK_BYTES: Final = 32 * MiB
+DEFAULT_CHUNK_BYTES: Final = 8 * MiB
 """Bytes of an uncompressed text input per hashing task."""
 DEFAULT_RANGE_ROWS: Final = 1_000_000
 """Valid rows (duplicates included) one digest range is sized for, when ``ranges`` is not given."""
@@ -106,7 +106,7 @@ class _Piece:
 
     input_index: int
     name: str
-    piece: int
+    piece: int  # position among all pieces: unique, in input order
     task: Delayed
     header_lines: int = 0  # physical lines before the first row (a CSV header)
 
@@ -144,17 +144,22 @@ def _column_of(frame: Any, column: str | int | None) -> Any:
 
 
 def _frame_pieces(
-    frame: Any, input_index: int, name: str, settings: HashSettings, header_lines: int = 0
+    frame: Any,
+    input_index: int,
+    name: str,
+    settings: HashSettings,
+    first: int,
+    header_lines: int = 0,
 ) -> list[_Piece]:
     return [
         _Piece(
             input_index,
             name,
-            i,
-            delayed(hash_column_piece, pure=True)(part, None, input_index, i, settings),
+            seq,
+            delayed(hash_column_piece, pure=True)(part, None, input_index, seq, settings),
             header_lines,
         )
-        for i, part in enumerate(frame.to_delayed())
+        for seq, part in enumerate(frame.to_delayed(), start=first)
     ]
 
 
@@ -191,7 +196,7 @@ def _plan_paths(
         if _is_parquet(fs, path):
             frame = dd.read_parquet(name)
             column = _column_of(frame, opts.column)
-            pieces += _frame_pieces(column, index, name, settings)
+            pieces += _frame_pieces(column, index, name, settings, len(pieces))
             rows = _parquet_rows(fs, path)
             estimated = None if rows is None or estimated is None else estimated + rows
             continue
@@ -207,7 +212,7 @@ def _plan_paths(
                 encoding_errors="surrogateescape",
             )
             column = _column_of(frame, opts.column)
-            pieces += _frame_pieces(column, index, name, settings, header_lines=1)
+            pieces += _frame_pieces(column, index, name, settings, len(pieces), header_lines=1)
             sizes = [fs.size(p) for p in fs.expand_path(path)]
             if estimated is not None:  # a valid row's line holds at least its ID
                 estimated += sum(sizes) // min_line + 1
@@ -232,8 +237,9 @@ def _plan_paths(
             if estimated is not None:
                 estimated += size * (_COMPRESSION_GUESS if compression else 1) // min_line + 1
             for i, block in enumerate(file_blocks):
-                task = delayed(hash_text_piece, pure=True)(block, i == 0, index, i, settings)
-                pieces.append(_Piece(index, file_name, i, task))
+                seq = len(pieces)
+                task = delayed(hash_text_piece, pure=True)(block, i == 0, index, seq, settings)
+                pieces.append(_Piece(index, file_name, seq, task))
     return _Plan(pieces, names, estimated)
 
 
@@ -283,11 +289,11 @@ def _collect(runs: list[Any], stats: list[PieceStats]) -> _Hashed:
 def _sample(plan: _Plan, stats: list[PieceStats], cap: int) -> tuple[RejectedLine, ...]:
     """Rejected lines with their line numbers in their input, in input order (as the local
     engine numbers them: line ends before the piece, or rows before it for a column)."""
-    by_key = {(s.input_index, s.piece): s for s in stats}
+    by_piece = {s.piece: s for s in stats}
     out: list[RejectedLine] = []
     before: dict[tuple[int, str], int] = {}
     for piece in plan.pieces:
-        s = by_key[(piece.input_index, piece.piece)]
+        s = by_piece[piece.piece]
         key = (piece.input_index, piece.name)
         base = before.get(key, piece.header_lines)
         before[key] = base + (s.newlines if s.newlines or s.rows == 0 else s.rows)
@@ -370,19 +376,23 @@ def prepare(
     range per partition); ``chunk_bytes`` of uncompressed text per hashing task (a compressed text
     file is one task); ``shuffle_method`` ``"p2p"`` or ``"tasks"``.
 
-    Memory per worker thread, with C = ``chunk_bytes`` (or one input partition's bytes),
+    Memory per worker, with T threads, C = ``chunk_bytes`` (or one input partition's bytes),
     D = 32 (SHA256) or 16 (MD5) bytes per digest, Q = valid rows in one range (about valid
-    rows / ``ranges``; at most about ``range_rows`` with the default ``ranges``):
+    rows / ``ranges``; at most about ``range_rows`` with the default ``ranges``)::
 
-    * hashing a piece: about ``7 * C`` (the local engine's chunk hasher) plus ``(D + 8)`` bytes
-      per row of the digest frame;
-    * deduping a range: about ``(5.5 * D + 16) * Q`` (the shuffled frame, its digest matrix and
-      the sort);
-    * writing a part: about 16 MB, whatever the part size;
+        M0 + T * max(7 * C + (D + 8) * C / L,  (5.5 * D + 16) * Q,  16 MB) + P2P buffers
 
-    plus Dask's own shuffle buffers (P2P spills what it receives to the worker's local disk;
-    see ``distributed.p2p`` in Dask's configuration). With the defaults (C = 32 MiB, Q <= 1 M,
-    SHA256) that is about 250 MB per thread, whatever the input size.
+    where M0 is the worker process with numpy, pandas, pyarrow and Dask loaded (about 150-200
+    MB), ``7 * C`` the local engine's chunk hasher at work, ``(D + 8)`` bytes per row of the
+    digest frame it hands to the shuffle (L = bytes of the shortest line with a valid ID, 37
+    for mobile IDs), ``(5.5 * D + 16) * Q`` a range's dedupe (the shuffled frame, its digest
+    matrix and the sort), 16 MB a part being written, and the P2P buffers Dask's own: up to
+    ``distributed.p2p.comm.buffer`` (1 GiB by default) of shards waiting to be sent and
+    ``distributed.p2p.storage.buffer`` (100 MiB) of received shards waiting for the worker's
+    local disk. None of the terms grows with the input's size. With the defaults (C = 8 MiB,
+    Q <= 1 M, SHA256, T = 1) the terms before the buffers come to about 400 MB (the dedupe
+    of a range dominates; ``range_rows`` moves it). README, "Past one machine", has the
+    measured peak.
 
     Parts are byte-identical to the local ``prepare``'s: same names, rows, bytes and MD5s, and
     the manifest holds the same row counts. Raises ``UsageError`` (bad option, no client),
@@ -434,7 +444,7 @@ def _prepare(
     )
     if _is_dataframe(inputs):
         column = _column_of(inputs, opts.column)
-        pieces = _frame_pieces(column, 0, "dataframe", settings)
+        pieces = _frame_pieces(column, 0, "dataframe", settings, 0)
         plan = _Plan(pieces, [], None)
     else:
         if isinstance(inputs, str | os.PathLike):
