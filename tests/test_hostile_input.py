@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from asyncsync.cli import main
 from asyncsync.errors import InputError, UsageError
 from asyncsync.pipeline.prepare import PrepareResult, prepare
+from asyncsync.pipeline.source import BOM, binary_reason
 from asyncsync.rules.hashing import REASONS
 from asyncsync.rules.ids import Reject, hash_id, normalize
 from asyncsync.sandbox import Sandbox
@@ -153,8 +154,14 @@ def test_every_line_of_hostile_text_is_counted_valid_or_rejected_with_a_reason(
         result = run_prepare(src, out, id_type=id_type)
     except InputError as exc:
         # Only an input without a single valid line may be refused, with one clear line, or one
-        # whose first bytes say it is compressed (gzip or zstd) while it is not.
-        assert not digests or data.startswith((b"\x1f\x8b\x08", b"\x28\xb5\x2f\xfd")), exc
+        # whose first bytes say it is compressed (gzip or zstd) while it is not, or whose head is
+        # not text by the documented rule (a known binary format or UTF-16, or mostly not text).
+        head = data[len(BOM) :] if data.startswith(BOM) else data
+        assert (
+            not digests
+            or data.startswith((b"\x1f\x8b\x08", b"\x28\xb5\x2f\xfd"))
+            or binary_reason(head[: 64 * 1024]) is not None
+        ), exc
         assert "\n" not in str(exc) and str(src) in str(exc)
         return
     check_accounting(result)
