@@ -17,10 +17,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, Protocol
 
 from asyncsync.errors import (
     AsyncSyncError,
@@ -47,6 +47,7 @@ from asyncsync.journal import JobRow, Journal, OperationRow, Outcome, PartRow, j
 from asyncsync.mirror import DEFAULT_REPLACE_THRESHOLD, check_replace_threshold
 from asyncsync.pipeline.parts import PartInfo
 from asyncsync.pipeline.prepare import PrepareOptions, PrepareResult, prepare
+from asyncsync.pipeline.prepared import open_prepared
 from asyncsync.rules.limits import (
     DAILY_FILE_OPERATIONS_PER_AUDIENCE,
     DAILY_REPLACES_PER_AUDIENCE,
@@ -169,6 +170,7 @@ async def sync_audience(
     clock: Callable[[], float] = time.time,
     poll_interval: float = 1.0,
     replace_threshold: float = DEFAULT_REPLACE_THRESHOLD,
+    prepared: str | os.PathLike[str] | None = None,
     **prepare_options: Any,
 ) -> SyncResult:
     """Prepare ``inputs``, upload the parts and create or update a TikTok audience.
@@ -200,6 +202,10 @@ async def sync_audience(
     keeps their MD5s and file_paths. Standard input (``"-"``) cannot be fingerprinted: a job that
     reads it is journaled (its operations count against the quotas) but never resumed.
 
+    ``prepared`` (instead of ``inputs``): deliver the parts of a directory (or URL) written by
+    ``prepare``, each checked against its manifest (size and MD5) before any request
+    (:mod:`asyncsync.pipeline.prepared`); the manifest's calculate_type is the job's.
+
     ``dry_run=True`` prepares into a temporary directory and returns a result whose ``plan``
     lists the parts, bytes, calls and quota use; it sends nothing but get/list calls and records
     nothing in the journal.
@@ -214,8 +220,10 @@ async def sync_audience(
     spec = JobSpec.from_arguments(
         advertiser_id=advertiser_id, name=name, audience_id=audience_id, action=action
     )
-    if not inputs:
+    if not inputs and prepared is None:
         raise UsageError("give at least one input file (or - for standard input)")
+    if inputs and prepared is not None:
+        raise UsageError("give either input files or a prepared directory, not both")
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise UsageError(f"concurrency must be a positive integer, not {concurrency!r}")
     if not isinstance(paths_per_call, int) or not 1 <= paths_per_call <= MAX_FILE_PATHS_PER_CALL:
@@ -230,8 +238,25 @@ async def sync_audience(
         ct = calculate_type(options.id_type, options.hash_algo).value
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    fingerprint, resumable = input_fingerprint(inputs, options.fingerprint(), paths_per_call)
     state = Path(state_dir) if state_dir is not None else default_state_dir()
+    preparer: Preparer = prepare
+    if prepared is not None:
+        if spec.action == "mirror":
+            raise UsageError("--prepared cannot be mirrored yet: sync the export itself")
+        given = _prepare_options(prepare_options) if prepare_options else None
+        delivery = await asyncio.to_thread(open_prepared, prepared, stage_root=state / "prepared")
+        options, ct, preparer = (
+            delivery.options,
+            delivery.result.calculate_type.value,
+            delivery.replay,
+        )
+        if given is not None and given.calculate_type.value != ct:
+            raise UsageError(
+                f"{delivery.source} holds {ct} digests, not {given.calculate_type.value}"
+            )
+        fingerprint, resumable = delivery.fingerprint(paths_per_call), True
+    else:
+        fingerprint, resumable = input_fingerprint(inputs, options.fingerprint(), paths_per_call)
     with Journal(state) as journal:
         run_class: type[_SyncRun] = _SyncRun
         extra: dict[str, Any] = {}
@@ -255,12 +280,27 @@ async def sync_audience(
             reporter=reporter,
             clock=clock,
             poll_interval=float(poll_interval),
+            preparer=preparer,
             **extra,
         )
         if dry_run:
             return await run.plan(restart=restart)
         with journal.lock(run.key):
             return await run.run(restart=restart)
+
+
+class Preparer(Protocol):
+    """The prepare step of a job: :func:`~asyncsync.pipeline.prepare.prepare`, or the replay of a
+    prepared directory (:meth:`~asyncsync.pipeline.prepared.PreparedDir.replay`)."""
+
+    def __call__(
+        self,
+        *inputs: str | os.PathLike[str],
+        out_dir: str | os.PathLike[str],
+        reporter: Reporter = ...,
+        on_part: Callable[[PartInfo], Awaitable[None]] | None = None,
+        options: PrepareOptions | None = None,
+    ) -> Awaitable[PrepareResult]: ...
 
 
 def _prepare_options(fields: dict[str, Any]) -> PrepareOptions:
@@ -335,7 +375,9 @@ class _SyncRun:
         reporter: Reporter,
         clock: Callable[[], float],
         poll_interval: float,
+        preparer: Preparer = prepare,
     ) -> None:
+        self.preparer = preparer
         self.client = client
         self.inputs = inputs
         self.spec = spec
@@ -646,7 +688,7 @@ class _SyncRun:
             await queue.put(part)
 
         async def produce() -> PrepareResult:
-            result = await prepare(
+            result = await self.preparer(
                 *self.inputs,
                 out_dir=work,
                 reporter=self.reporter,
@@ -1035,7 +1077,7 @@ class _SyncRun:
         job = None if restart else self.journal.find_job(self.key) if self.resumable else None
         same_input = job is not None and job.fingerprint == self.fingerprint
         with tempfile.TemporaryDirectory(prefix="asyncsync-plan-") as tmp:
-            result = await prepare(
+            result = await self.preparer(
                 *self.inputs, out_dir=Path(tmp), reporter=self.reporter, options=self.options
             )
         parts = list(result.parts)
