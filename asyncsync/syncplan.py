@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from asyncsync.errors import InputError, UsageError
+from asyncsync.pipeline.external import input_identity, is_external
 from asyncsync.rules.limits import (
     MAX_FILE_PATHS_PER_CALL,
     MIN_AUDIENCE_MEMBERS,
@@ -234,6 +235,9 @@ def input_fingerprint(
             resumable = False
             entries.append({"path": STDIN})
             continue
+        if is_external(text):  # a URL or a Parquet dataset: what its store says about it
+            entries.append(input_identity(text))
+            continue
         path = os.path.abspath(text)
         try:
             st = os.stat(path)
@@ -264,7 +268,7 @@ def describe_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
         a, b = old_inputs[path], new_inputs[path]
         if a.get("size") != b.get("size"):
             changes.append(f"{path} changed size ({a.get('size')} -> {b.get('size')} bytes)")
-        elif a.get("mtime_ns") != b.get("mtime_ns"):
+        elif a != b:
             changes.append(f"{path} was modified")
     if not changes and list(old_inputs) != list(new_inputs):
         changes.append("the inputs are given in another order")
