@@ -3,6 +3,7 @@ parts, MD5s, row counts and rejected line numbers, for every layout a writer may
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import subprocess
@@ -117,7 +118,7 @@ async def test_dataset_directory_and_glob_read_files_in_path_order_as_one_input(
     data = tmp_path / "dataset"
     data.mkdir()
     bounds = [0, 1000, 1001, 4500, 9000]  # one file of a single row
-    for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+    for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         table = pa.table({"id": pa.array(values[lo:hi], pa.string()).dictionary_encode()})
         pq.write_table(table, data / f"part-{i:05d}.snappy.parquet", row_group_size=250 + i)
     (data / "_SUCCESS").write_bytes(b"")  # what Spark leaves beside the files
@@ -195,8 +196,17 @@ def test_column_lines_keep_one_line_per_value() -> None:
 def test_cli_missing_column_is_one_line_and_exit_2(tmp_path: Path) -> None:
     pq.write_table(pa.table({"a": ["x"], "b": ["y"]}), tmp_path / "t.parquet")
     done = subprocess.run(
-        [sys.executable, "-m", "asyncsync", "prepare", str(tmp_path / "t.parquet")]
-        + ["--column", "c", "-o", str(tmp_path / "o")],
+        [
+            sys.executable,
+            "-m",
+            "asyncsync",
+            "prepare",
+            str(tmp_path / "t.parquet"),
+            "--column",
+            "c",
+            "-o",
+            str(tmp_path / "o"),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -210,8 +220,18 @@ def test_cli_prepare_parquet_json_summary(tmp_path: Path) -> None:
     values = export_values(6, 1500)
     pq.write_table(pa.table({"id": pa.array(values, pa.string())}), tmp_path / "t.parquet")
     done = subprocess.run(
-        [sys.executable, "-m", "asyncsync", "prepare", str(tmp_path / "t.parquet")]
-        + ["-o", str(tmp_path / "o"), "--json", "--workers", "1"],
+        [
+            sys.executable,
+            "-m",
+            "asyncsync",
+            "prepare",
+            str(tmp_path / "t.parquet"),
+            "-o",
+            str(tmp_path / "o"),
+            "--json",
+            "--workers",
+            "1",
+        ],
         capture_output=True,
         text=True,
         check=True,

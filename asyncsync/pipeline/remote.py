@@ -61,17 +61,8 @@ RETRIES: Final = 4
 """Reads retried after a failure (from the byte where the last one stopped) before giving up."""
 _BACKOFF_S: Final = 0.5
 _URL: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_IDENTITY_KEYS: Final = (
-    "etag",
-    "versionid",
-    "version_id",
-    "generation",
-    "last_modified",
-    "lastmodified",
-    "updated",
-    "mtime",
-    "md5hash",
-)
+_CONTENT_KEYS: Final = ("etag", "versionid", "version_id", "generation", "md5hash")
+_TIME_KEYS: Final = ("last_modified", "lastmodified", "updated", "mtime")
 
 
 def is_remote(name: str) -> bool:
@@ -92,8 +83,15 @@ def display_name(url: str) -> str:
 
 def _storage_options(protocol: str) -> dict[str, Any]:
     if protocol in ("s3", "s3a"):
+        # A failed request is retried by RemoteStream (after checking the object is unchanged),
+        # so botocore's own retries stay few: an outage is not waited out twice over.
+        options: dict[str, Any] = {
+            "config_kwargs": {"retries": {"max_attempts": 2, "mode": "standard"}},
+        }
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        return {"endpoint_url": endpoint} if endpoint else {}
+        if endpoint:
+            options["endpoint_url"] = endpoint
+        return options
     return {}
 
 
@@ -125,13 +123,19 @@ def _reason(exc: BaseException) -> str:
 
 
 def _identity(info: dict[str, Any]) -> dict[str, Any]:
-    """What the store says identifies this version of the object (JSON-able)."""
-    out: dict[str, Any] = {}
+    """What the store says identifies this version of the object (JSON-able): its ETag,
+    version or generation when it has one (content identity: the same bytes put again keep
+    their ETag), else its modification time; and its size."""
     lowered = {str(k).lower(): v for k, v in info.items()}
-    for key in _IDENTITY_KEYS:
-        value = lowered.get(key)
-        if value is not None and value != "":
-            out[key] = value if isinstance(value, int | float | str) else str(value)
+
+    def pick(keys: tuple[str, ...]) -> dict[str, Any]:
+        return {
+            key: value if isinstance(value, int | float | str) else str(value)
+            for key in keys
+            if (value := lowered.get(key)) is not None and value != ""
+        }
+
+    out = pick(_CONTENT_KEYS) or pick(_TIME_KEYS)
     size = info.get("size")
     if isinstance(size, int):
         out["size"] = size
@@ -223,13 +227,20 @@ class RemoteStream:
             time.sleep(_BACKOFF_S * 2 ** (failures - 1))
             self._check_unchanged()
 
-    def _check_unchanged(self) -> None:
+    def _check_unchanged(self, *, final: bool = False) -> None:
+        """Raise ``OSError`` if the object's identity changed. Between retries, a store that is
+        unreachable or (coming back from an outage) does not list the object yet is left to
+        the next fetch attempt; at the end of the read it must be there, unchanged."""
         try:
             self.obj.fs.invalidate_cache(self.obj.path)
             info = dict(self.obj.fs.info(self.obj.path))
         except FileNotFoundError:
-            raise OSError("the object was deleted while being read") from None
-        except Exception:  # unreachable for now: the next fetch attempt will tell
+            if final:
+                raise OSError("the object was deleted while being read") from None
+            return
+        except Exception:  # backends raise their own types
+            if final:
+                raise
             return
         if _identity(self.obj.info) != _identity(info):
             raise OSError("the object changed while being read (its ETag/version/size differ)")
@@ -248,7 +259,7 @@ class RemoteStream:
         if self._ahead is None:
             if not self._checked_end:
                 self._checked_end = True
-                self._check_unchanged()
+                self._check_unchanged(final=True)
             return False
         ahead, self._ahead = self._ahead, None
         self._buf, self._pos = ahead.result(), 0
