@@ -287,7 +287,9 @@ class ParquetInput:
             yield tuple(held)
 
 
-def _as_large_binary(array: Any) -> Any:
+def _as_binary(array: Any) -> Any:
+    """``array`` as binary or large binary (zero-copy from strings), dictionaries decoded,
+    integers written in decimal."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -295,7 +297,8 @@ def _as_large_binary(array: Any) -> Any:
         array = array.dictionary_decode()
     if pa.types.is_integer(array.type):
         array = pc.cast(array, pa.string())
-    return pc.cast(array, pa.large_binary())
+    large = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
+    return pc.cast(array, pa.large_binary() if large else pa.binary())
 
 
 def column_lines(job: ColumnJob) -> bytes:
@@ -304,20 +307,23 @@ def column_lines(job: ColumnJob) -> bytes:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    empty = pa.scalar(b"", pa.large_binary())
-    newline = pa.scalar(b"\n", pa.large_binary())
-    malformed = pa.scalar(_MALFORMED, pa.large_binary())
     out: list[bytes] = []
     for array in job.arrays:
         if len(array) == 0:
             continue
-        values = pc.fill_null(_as_large_binary(array), empty)
-        split = pc.match_substring(values, "\n")
-        if pc.any(split).as_py():
-            values = pc.if_else(split, malformed, values)
-        lines = pc.binary_join_element_wise(values, empty, newline)
-        _, offsets, data = lines.buffers()[:3]
-        bounds = np.frombuffer(offsets, dtype=np.int64)
+        values = _as_binary(array)
+        kind = values.type
+        if values.null_count:
+            values = pc.fill_null(values, pa.scalar(b"", kind))
+        data = values.buffers()[2]
+        # One memchr over the values' bytes; the exact per-value check only when it finds one.
+        if data is not None and bytes(data).find(b"\n") >= 0:
+            split = pc.match_substring(values, "\n")
+            values = pc.if_else(split, pa.scalar(_MALFORMED, kind), values)
+        lines = pc.binary_join_element_wise(values, pa.scalar(b"", kind), pa.scalar(b"\n", kind))
+        _, offsets, joined = lines.buffers()[:3]
+        width = np.int64 if pa.types.is_large_binary(kind) else np.int32
+        bounds = np.frombuffer(offsets, dtype=width)
         start, end = int(bounds[lines.offset]), int(bounds[lines.offset + len(lines)])
-        out.append(data[start:end].to_pybytes())
+        out.append(joined[start:end].to_pybytes())
     return b"".join(out)
