@@ -397,3 +397,11 @@ async def test_prepared_directory_in_s3_is_verified_then_delivered(
         with pytest.raises(InputError, match=rf"part {prepared.parts[-1].file} has another MD5"):
             await sync_audience(client, prepared=f"s3://{BUCKET}/prep/", name="q", **opts)
         assert client.stats.api_calls == 0
+
+
+def test_shown_names_drop_user_info_and_query() -> None:
+    from asyncsync.pipeline.remote import display_name
+
+    assert display_name("https://u:p@host:9/x.txt?X-Amz-Signature=1") == "https://host:9/x.txt"
+    assert display_name("s3://bucket/key.txt") == "s3://bucket/key.txt"
+    assert display_name("gs://bucket/dir/") == "gs://bucket/dir/"
