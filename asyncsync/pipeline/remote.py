@@ -8,8 +8,8 @@ credential chain); nothing here reads, holds or prints them. ``AWS_ENDPOINT_URL_
 ``AWS_ENDPOINT_URL`` points ``s3://`` at an S3-compatible store.
 
 An object is identified by what the store says about it (:meth:`RemoteObject.identity`: ETag,
-version or generation, size, modification time), which is what the sync journal records, so a
-rerun resumes an unchanged input and refuses a changed one as it does for a local file. A read
+version or generation, else modification time; and size), which is what the sync journal
+records, so a rerun resumes an unchanged input and refuses a changed one as for a local file. A read
 that fails (connection reset, server gone) is retried from the byte where it stopped, a few
 times with backoff, after checking that the object still has the identity it had when the
 run began: a changed object is an error, never a silent mix of two versions.
@@ -25,7 +25,7 @@ import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Final
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from asyncsync.errors import InputError
@@ -290,8 +290,3 @@ class RemoteStream:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-def as_binary(stream: RemoteStream) -> BinaryIO:
-    """``stream`` typed as the binary file the text readers take (it has read and close)."""
-    return stream  # type: ignore[return-value]
