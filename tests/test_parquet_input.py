@@ -239,3 +239,17 @@ def test_cli_prepare_parquet_json_summary(tmp_path: Path) -> None:
     summary = json.loads(done.stdout)
     assert summary["rows_read"] == len(values)
     assert summary["rows_read"] == summary["rows_valid"] + summary["rows_invalid"]
+
+
+def test_the_journal_sees_a_file_added_to_a_dataset(tmp_path: Path) -> None:
+    from asyncsync.syncplan import describe_change, input_fingerprint
+
+    data = tmp_path / "dataset"
+    data.mkdir()
+    pq.write_table(pa.table({"id": ["a"]}), data / "part-0.parquet")
+    before, resumable = input_fingerprint([str(data)], {}, 500)
+    again, _ = input_fingerprint([str(data)], {}, 500)
+    pq.write_table(pa.table({"id": ["b"]}), data / "part-1.parquet")
+    after, _ = input_fingerprint([str(data)], {}, 500)
+    assert resumable and before == again and before != after
+    assert describe_change(before, after) == f"{data} was modified"
