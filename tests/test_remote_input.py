@@ -405,3 +405,31 @@ def test_shown_names_drop_user_info_and_query() -> None:
     assert display_name("https://u:p@host:9/x.txt?X-Amz-Signature=1") == "https://host:9/x.txt"
     assert display_name("s3://bucket/key.txt") == "s3://bucket/key.txt"
     assert display_name("gs://bucket/dir/") == "gs://bucket/dir/"
+
+
+async def test_https_style_url_without_range_support_is_streamed(tmp_path: Path) -> None:
+    """A plain HTTP server that ignores Range (Python's own): read as one streamed GET."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    served = tmp_path / "www"
+    served.mkdir()
+    data = maid_lines(9, 20_000)
+    (served / "export.txt").write_bytes(data)
+    (tmp_path / "local.txt").write_bytes(data)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(served))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{httpd.server_address[1]}/export.txt"
+            remote = await run([url], tmp_path / "a")
+        finally:
+            httpd.shutdown()
+            thread.join()
+    same_output(remote, await run([tmp_path / "local.txt"], tmp_path / "b"))

@@ -186,6 +186,10 @@ class RemoteObject:
         return RemoteStream(self)
 
 
+class _NoRanges(Exception):
+    """The server answered a range request with the whole object."""
+
+
 class RemoteStream:
     """Reads one object front to back in blocks, fetching the next block while the current one
     is consumed; a failed fetch is retried (the same byte range) after checking that the object
@@ -215,9 +219,13 @@ class RemoteStream:
         while True:
             try:
                 data = bytes(self.obj.fs.cat_file(self.obj.path, start=start, end=end))
+                if start == 0 and len(data) > end - start:
+                    raise _NoRanges  # a server that ignores Range sends the whole object
                 if len(data) != end - start:
                     raise OSError(f"got {len(data)} bytes for a range of {end - start}")
                 return data
+            except _NoRanges:
+                raise
             except Exception as exc:  # backends raise their own types (botocore, aiohttp...)
                 failures += 1
                 if failures > self.retries:
@@ -271,12 +279,18 @@ class RemoteStream:
         """Up to ``n`` bytes (all the rest for -1); fewer only at the end. Raises ``OSError``."""
         if self.size is None:
             if self._file is None:
-                self._file = self.obj.fs.open(self.obj.path, "rb", block_size=self.block_bytes)
+                # block_size 0: one streamed GET where the backend offers it (HTTP).
+                self._file = self.obj.fs.open(self.obj.path, "rb", block_size=0)
             return bytes(self._file.read(n))
         parts: list[bytes] = []
         want = n if n >= 0 else (1 << 62)
         while want > 0:
-            if self._pos >= len(self._buf) and not self._refill():
+            try:
+                more = self._pos < len(self._buf) or self._refill()
+            except _NoRanges:  # nothing was handed out yet: stream it from the start instead
+                self.size = None
+                return self.read(n)
+            if not more:
                 break
             take = self._buf[self._pos : self._pos + want]
             self._pos += len(take)
