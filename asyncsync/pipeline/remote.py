@@ -181,6 +181,16 @@ class RemoteObject:
         """The journal's record of this input: its shown URL and the store's identity fields."""
         return {"path": self.name, **_identity(self.info)}
 
+    def head(self, n: int) -> bytes:
+        """The object's first ``n`` bytes (fewer if it is shorter). Raises ``InputError``."""
+        stream = self.open()
+        try:
+            return stream.read(n)
+        except OSError as exc:
+            raise InputError(f"{self.name}: cannot read ({exc})", path=self.name) from None
+        finally:
+            stream.close()
+
     def open(self) -> RemoteStream:
         """A sequential byte stream over the object (``read(n)``, ``close()``)."""
         return RemoteStream(self)

@@ -262,13 +262,7 @@ def _check_one(index: int, name: str, column: str | int | None, id_type: IdType)
     if isinstance(external, ParquetInput):
         return InputSpec(index, external.name, None, "none", external.size, None, external)
     if external is not None:
-        stream = external.open()
-        try:
-            magic = stream.read(4)
-        except OSError as exc:
-            raise InputError(f"{external.name}: cannot read ({exc})", path=external.name) from None
-        finally:
-            stream.close()
+        magic = external.head(4)
         return _checked(index, external.name, None, external.size, magic, column, id_type, external)
     path = Path(name)
     try:
