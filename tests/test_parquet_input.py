@@ -253,3 +253,16 @@ def test_the_journal_sees_a_file_added_to_a_dataset(tmp_path: Path) -> None:
     after, _ = input_fingerprint([str(data)], {}, 500)
     assert resumable and before == again and before != after
     assert describe_change(before, after) == f"{data} was modified"
+
+
+def test_a_pipe_is_not_sniffed_for_parquet(tmp_path: Path) -> None:
+    import os
+
+    from asyncsync.pipeline.parquet import is_parquet
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert not is_parquet(str(fifo))  # would block (or eat bytes) if it were opened
+    pq.write_table(pa.table({"id": ["a"]}), tmp_path / "no-suffix")
+    assert is_parquet(str(tmp_path / "no-suffix"))
+    assert is_parquet(str(tmp_path)) and is_parquet(str(tmp_path / "*.parquet"))

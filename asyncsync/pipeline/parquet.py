@@ -69,6 +69,8 @@ def is_parquet(name: str) -> bool:
         return name.split("?", 1)[0].endswith("/")
     if os.path.isdir(name):
         return True
+    if not os.path.isfile(name):  # a pipe's first bytes must stay for the text reader
+        return False
     try:
         with open(name, "rb") as f:
             return f.read(4) == PARQUET_MAGIC
