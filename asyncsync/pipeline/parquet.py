@@ -157,8 +157,13 @@ def dataset_files(name: str) -> tuple[str, list[DatasetFile]]:
     shown = display_name(name) if is_remote(name) else name
     files = _remote_files(name) if is_remote(name) else _local_files(name)
     if not files:
-        raise InputError(f"{shown}: no Parquet file found", path=shown)
+        what = "is a directory with" if _is_local_dir(name) else "matches"
+        raise InputError(f"{shown}: {what} no Parquet file", path=shown)
     return shown, files
+
+
+def _is_local_dir(name: str) -> bool:
+    return not is_remote(name) and os.path.isdir(name)
 
 
 def _column_index(name: str, names: Sequence[str], column: str | int | None) -> int:
@@ -235,6 +240,12 @@ class ParquetInput:
                     schema = meta.schema.to_arrow_schema()
             except (pa.ArrowException, OSError, ValueError) as exc:
                 text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if _is_local_dir(name):  # say why a directory was read as Parquet at all
+                    raise InputError(
+                        f"{name}: is a directory, read as one Parquet dataset, but {f.name} in "
+                        f"it is not a readable Parquet file ({text})",
+                        path=f.name,
+                    ) from None
                 raise InputError(
                     f"{f.name}: not a readable Parquet file ({text})", path=f.name
                 ) from None
