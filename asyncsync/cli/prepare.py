@@ -84,8 +84,9 @@ def prepare_command(
     default_country: str | None,
     as_json: bool,
 ) -> None:
-    """Normalize, hash, dedupe and split INPUT... (files, .gz, .zst, or - for stdin) into part
-    files and a manifest. No network."""
+    """Normalize, hash, dedupe and split INPUT... (text/CSV files, .gz, .zst, - for stdin,
+    Parquet files, directories or globs, s3:// gs:// az:// https:// URLs) into part files and a
+    manifest. No network but for reading remote inputs."""
     options = PrepareOptions(
         id_type=id_type,  # type: ignore[arg-type]
         hash_algo=hash_algo,  # type: ignore[arg-type]

@@ -28,6 +28,9 @@ import numpy as np
 import zstandard
 
 from asyncsync.errors import InputError, UsageError
+from asyncsync.pipeline.external import External, column_jobs, external_input
+from asyncsync.pipeline.parquet import ColumnJob, ParquetInput
+from asyncsync.pipeline.remote import RemoteObject
 from asyncsync.rules.ids import Reject, normalize
 from asyncsync.rules.limits import IdType
 
@@ -76,6 +79,7 @@ class InputSpec:
     compression: str  # "none", "gzip" or "zstd"
     size: int | None  # bytes on disk when a regular file
     csv: CsvLayout | None
+    external: External | None = None  # a Parquet dataset, or a remote object read as text
 
     @property
     def ranged(self) -> bool:
@@ -108,7 +112,7 @@ class DataJob:
     skip_first_record: bool
 
 
-Job = RangeJob | DataJob
+Job = RangeJob | DataJob | ColumnJob
 
 
 def _not_text(name: str) -> InputError:
@@ -116,9 +120,12 @@ def _not_text(name: str) -> InputError:
 
 
 def _open_stream(spec: InputSpec) -> BinaryIO:
-    if spec.path is None:
+    if isinstance(spec.external, RemoteObject):
+        raw: BinaryIO = spec.external.open()  # type: ignore[assignment]
+    elif spec.path is None:
         return sys.stdin.buffer
-    raw = open(spec.path, "rb")  # closed by _Stream.close
+    else:
+        raw = open(spec.path, "rb")  # closed by _Stream.close
     if spec.compression == "gzip":
         # GzipFile closes only itself, not ``raw``: see _Stream.close.
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
@@ -183,7 +190,7 @@ class _Stream:
         return bytes(data)
 
     def close(self) -> None:
-        if self.spec.path is None:
+        if self.spec.path is None and self.spec.external is None:
             return
         inner = getattr(self._file, "fileobj", None)
         self._file.close()
@@ -251,6 +258,12 @@ def parse_column(column: str | int | None) -> str | int | None:
 def _check_one(index: int, name: str, column: str | int | None, id_type: IdType) -> InputSpec:
     if name == STDIN:
         return InputSpec(index, name, None, "none", None, None)
+    external = external_input(name, column)
+    if isinstance(external, ParquetInput):
+        return InputSpec(index, external.name, None, "none", external.size, None, external)
+    if external is not None:
+        magic = external.head(4)
+        return _checked(index, external.name, None, external.size, magic, column, id_type, external)
     path = Path(name)
     try:
         with open(path, "rb") as f:
@@ -264,12 +277,25 @@ def _check_one(index: int, name: str, column: str | int | None, id_type: IdType)
         raise InputError(f"{name}: cannot read (permission denied)", path=name) from None
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror or exc})", path=name) from None
+    return _checked(index, name, path.resolve(), st.st_size, magic, column, id_type, None)
+
+
+def _checked(
+    index: int,
+    name: str,
+    path: Path | None,
+    size: int | None,
+    magic: bytes,
+    column: str | int | None,
+    id_type: IdType,
+    external: External | None,
+) -> InputSpec:
     compression = "none"
     if magic.startswith(GZIP_MAGIC + GZIP_DEFLATE):
         compression = "gzip"
     elif magic == ZSTD_MAGIC:
         compression = "zstd"
-    spec = InputSpec(index, name, path.resolve(), compression, st.st_size, None)
+    spec = InputSpec(index, name, path, compression, size, None, external)
     stream = _Stream(spec)
     try:
         head = stream.read(_SNIFF_BYTES)
@@ -282,7 +308,7 @@ def _check_one(index: int, name: str, column: str | int | None, id_type: IdType)
     if head.startswith(BOM):
         head = head[len(BOM) :]
     layout = _detect_csv(name, head, column, id_type)
-    return InputSpec(index, name, spec.path, compression, st.st_size, layout)
+    return InputSpec(index, name, spec.path, compression, size, layout, external)
 
 
 def open_inputs(
@@ -378,6 +404,11 @@ async def iter_jobs(specs: Sequence[InputSpec], chunk_bytes: int) -> AsyncGenera
     """Every chunk of every input, in input order, as jobs for the pool (``seq`` from 0)."""
     seq = 0
     for spec in specs:
+        if isinstance(spec.external, ParquetInput):
+            async for column_job in column_jobs(spec.external, spec.index, seq, chunk_bytes):
+                yield column_job
+                seq += 1
+            continue
         if spec.ranged:
             assert spec.path is not None
             for start, end in _ranges(spec, chunk_bytes):
