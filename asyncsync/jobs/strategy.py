@@ -2,7 +2,8 @@
 prepares and uploads, which operations it sends, and what follows them.
 
 :class:`DirectStrategy` is create, append, remove and replace: the export's parts are uploaded
-as prepare finishes them and sent in batches. The mirror's strategy lives in
+as its source hands them over (as prepare finishes them, or from a prepared directory) and sent
+in batches. The mirror's strategy lives in
 :mod:`asyncsync.jobs.mirror.strategy`. A strategy keeps its own state and drives the run only
 through the run's public members.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -23,7 +23,7 @@ from asyncsync.jobs.plan import PlanReport, Step, build_steps, floor_problem
 from asyncsync.jobs.spec import JobAction
 from asyncsync.jobs.uploads import PartUpload, first_error
 from asyncsync.pipeline.parts import PartInfo
-from asyncsync.pipeline.prepare import PrepareResult, prepare
+from asyncsync.pipeline.prepare import PrepareResult
 from asyncsync.store.journal import JobRow, JobStatus
 
 if TYPE_CHECKING:
@@ -51,7 +51,8 @@ class JobStrategy(Protocol):
         ...
 
     async def prepare_and_upload(self, run: JobRun) -> None:
-        """Prepare the input into the job's work dir, journal the parts and upload them."""
+        """Take the job's parts from its source (:attr:`JobRun.source`: the input prepared
+        into the job's work dir, or a prepared directory), journal them and upload them."""
         ...
 
     def steps(self, run: JobRun) -> list[Step]:
@@ -107,7 +108,8 @@ class DirectStrategy:
         return False
 
     async def prepare_and_upload(self, run: JobRun) -> None:
-        """Run prepare into the job's work dir and upload each part as soon as it is final."""
+        """Take the parts from the job's source (prepare writes them into the job's work dir)
+        and upload each part as soon as it is final."""
         job = run.current
         work = run.work_dir
         shutil.rmtree(work, ignore_errors=True)
@@ -133,13 +135,7 @@ class DirectStrategy:
             await queue.put(part)
 
         async def produce() -> PrepareResult:
-            result = await prepare(
-                *run.inputs,
-                out_dir=work,
-                reporter=run.reporter,
-                on_part=on_part,
-                options=run.options,
-            )
+            result = await run.source.parts(work, reporter=run.reporter, on_part=on_part)
             await queue.put(None)
             return result
 
@@ -192,7 +188,7 @@ class DirectStrategy:
         cover_num: int | None,
         problems: list[str],
     ) -> tuple[PrepareResult, PlanReport]:
-        result = await count_parts(run)
+        result = await run.source.count(reporter=run.reporter)
         parts = result.parts
         journaled = run.journal.parts(job.id) if job is not None else {}
         reused = sum(
@@ -224,17 +220,3 @@ class DirectStrategy:
 
     def dry_result_extras(self, run: JobRun, report: PlanReport) -> dict[str, Any]:
         return {}
-
-
-async def count_parts(run: JobRun) -> PrepareResult:
-    """Prepare the input for a dry run: the counts, part sizes and MD5s a real run would see.
-    Each part is deleted as soon as prepare hands it over, so a dry run holds at most the
-    parts in flight on disk, whatever the input's size."""
-
-    async def drop(part: PartInfo) -> None:
-        await asyncio.to_thread(Path(part.path).unlink, True)
-
-    with tempfile.TemporaryDirectory(prefix="asyncsync-plan-") as tmp:
-        return await prepare(
-            *run.inputs, out_dir=Path(tmp), reporter=run.reporter, on_part=drop, options=run.options
-        )

@@ -40,7 +40,7 @@ from asyncsync.jobs.mirror.plan import MirrorDecision, MirrorMode, MirrorPlan, c
 from asyncsync.jobs.plan import PlanReport, Step
 from asyncsync.jobs.uploads import PartUpload
 from asyncsync.pipeline.parts import PartInfo
-from asyncsync.pipeline.prepare import PrepareResult, prepare
+from asyncsync.pipeline.prepare import PrepareResult
 from asyncsync.rules.limits import DAILY_FILE_OPERATIONS_PER_AUDIENCE
 from asyncsync.store.journal import JobRow, JobStatus, OperationRow, Outcome
 from asyncsync.store.snapshots import HEADER_BYTES, PendingSnapshot, Snapshot, SnapshotStore
@@ -199,10 +199,12 @@ class MirrorStrategy:
         write_diff: bool,
     ) -> tuple[PrepareResult, DiffResult, str]:
         """Prepare the export into ``work/input`` and diff it against the audience's snapshot.
-        Returns (prepare result, diff, why the snapshot is not trustworthy or "")."""
-        result = await prepare(
-            *run.inputs, out_dir=work / INPUT_DIR, reporter=run.reporter, options=run.options
-        )
+        Returns (prepare result, diff, why the snapshot is not trustworthy or "").
+
+        The source is the export prepared (a prepared directory is refused for a mirror by
+        :meth:`~asyncsync.jobs.spec.JobSpec.check_source`), so its parts are in ``work/input``.
+        """
+        result = await run.source.parts(work / INPUT_DIR, reporter=run.reporter)
         run.reporter(StageChanged(stage="diff", started=True))
         snapshot, problem = (
             self._trusted_snapshot(run, audience_id, job_id) if audience_id else (None, "")
