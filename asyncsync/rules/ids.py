@@ -60,16 +60,17 @@ def normalize_maid(raw: bytes) -> bytes | Reject:
 
 
 def normalize_email(raw: bytes) -> bytes | Reject:
-    """Email: trimmed, lowercased, ``+tag`` removed from the local part; must look like an address.
+    """Email: trimmed, every space removed, lowercased, ``+tag`` removed from the local part;
+    must look like an address.
 
     One ``@``, a non-empty local part (after removing the tag), a dotted domain whose labels are
-    all non-empty, no whitespace or control characters anywhere, valid UTF-8.
+    all non-empty, no other whitespace or control characters anywhere, valid UTF-8.
     """
     s = raw.strip(_WS)
     if not s:
         return Reject.EMPTY
     try:
-        text = s.decode("utf-8")
+        text = s.decode("utf-8").replace(" ", "")
     except UnicodeDecodeError:
         return Reject.MALFORMED
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
@@ -86,23 +87,32 @@ def normalize_email(raw: bytes) -> bytes | Reject:
 
 
 def normalize_phone(raw: bytes) -> bytes | Reject:
-    """Phone: digits only with country code, no ``+``, no leading zeros; 7 to 15 digits.
+    """Phone: digits only with the country code, no ``+``; 7 to 15 digits.
 
     Spaces, ``+``, ``-``, ``(``, ``)`` and ``.`` are dropped; any other character is malformed.
+    A ``+`` before the first digit or a leading ``00`` (dropped) marks an international number;
+    a single leading ``0`` a national one, which lacks the country code: malformed. Bare digits
+    already carry the country code.
     """
     s = raw.strip(_WS)
     if not s:
         return Reject.EMPTY
     digits = bytearray()
+    plus = False
     for c in s:
         if c in _DIGITS:
             digits.append(c)
         elif c not in _PHONE_SYMBOLS:
             return Reject.MALFORMED
-    out = bytes(digits).lstrip(b"0")
-    if not 7 <= len(out) <= 15:
+        elif c == 0x2B and not digits:
+            plus = True
+    if not plus and digits.startswith(b"00"):
+        del digits[:2]
+    elif not plus and digits.startswith(b"0"):
         return Reject.MALFORMED
-    return out
+    if digits.startswith(b"0") or not 7 <= len(digits) <= 15:
+        return Reject.MALFORMED
+    return bytes(digits)
 
 
 def normalize_hashed(raw: bytes, hex_len: int) -> bytes | Reject:
