@@ -229,3 +229,70 @@ def test_engine_env_forces_python_and_version_names_the_engine() -> None:
 
     assert "engine: native" in version("auto")
     assert "engine: python (forced by ASYNCSYNC_ENGINE)" in version("python")
+
+
+def _rows_strategy() -> st.SearchStrategy[tuple[int, list[bytes]]]:
+    @st.composite
+    def build(draw: st.DrawFn) -> tuple[int, list[bytes]]:
+        size = draw(st.sampled_from([16, 32]))
+        pool = draw(st.lists(st.binary(min_size=size, max_size=size), min_size=1, max_size=20))
+        # Skewed rows: a shared leading 8 bytes (one bucket draws them all), repeats, zeros.
+        prefix = draw(st.binary(min_size=8, max_size=8))
+        skewed = [prefix + r[8:] for r in pool]
+        rows = draw(
+            st.lists(st.sampled_from(pool + skewed + [bytes(size), b"\xff" * size]), max_size=300)
+        )
+        return size, rows
+
+    return build()
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=_rows_strategy())
+def test_native_sort_unique_equals_numpy(case: tuple[int, list[bytes]]) -> None:
+    import numpy as np
+
+    from asyncsync.pipeline.dedupe import sort_unique
+
+    assert native is not None
+    size, rows = case
+    buf = bytearray(b"".join(rows))
+    kept = native.sort_unique(buf, size)
+    expected = sort_unique(np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(-1, size))
+    assert bytes(buf[: kept * size]) == expected.tobytes()
+    assert kept == len(set(rows))
+
+
+def test_native_sort_unique_on_a_million_random_rows_with_repeats() -> None:
+    import numpy as np
+
+    from asyncsync.pipeline.dedupe import sort_unique
+
+    assert native is not None
+    raw = os.urandom(32 * 500_000)
+    blob = raw + raw[: 32 * 100_000]
+    buf = bytearray(blob)
+    kept = native.sort_unique(buf, 32)
+    expected = sort_unique(np.frombuffer(blob, dtype=np.uint8).reshape(-1, 32))
+    assert kept == 500_000
+    assert bytes(buf[: kept * 32]) == expected.tobytes()
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=_rows_strategy(), bits=st.integers(1, 16))
+def test_native_bucketing_equals_numpy_stable_sort(
+    case: tuple[int, list[bytes]], bits: int
+) -> None:
+    import numpy as np
+
+    assert native is not None
+    size, rows = case
+    blob = b"".join(rows)
+    mat = np.frombuffer(blob, dtype=np.uint8).reshape(-1, size)
+    buckets = ((mat[:, 0].astype(np.uint32) << 8 | mat[:, 1]) >> (16 - bits)).astype(np.int64)
+    order = np.argsort(buckets, kind="stable")
+    data, counts = native.bucket_digests(blob, size, bits)
+    assert data == mat[order].tobytes()
+    assert np.frombuffer(counts, dtype=np.int32).tolist() == np.bincount(
+        buckets, minlength=1 << bits
+    ).tolist()

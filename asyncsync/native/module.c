@@ -259,6 +259,7 @@ done:
 }
 
 static const char hex_digits[] = "0123456789abcdef";
+static uint8_t hex_pairs[256][2]; /* byte -> its two lowercase hex digits */
 
 /* Every ``size``-byte digest of ``raw`` as a line of lowercase hex and '\n'. */
 static PyObject *hex_lines(PyObject *self, PyObject *args) {
@@ -277,17 +278,225 @@ static PyObject *hex_lines(PyObject *self, PyObject *args) {
         uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t r = 0; r < rows; r++) {
-            for (Py_ssize_t i = 0; i < size; i++) {
-                uint8_t c = *src++;
-                *dst++ = (uint8_t)hex_digits[c >> 4];
-                *dst++ = (uint8_t)hex_digits[c & 15];
-            }
+            for (Py_ssize_t i = 0; i < size; i++, dst += 2) memcpy(dst, hex_pairs[*src++], 2);
             *dst++ = '\n';
         }
         Py_END_ALLOW_THREADS
     }
     PyBuffer_Release(&raw);
     return out;
+}
+
+/* Stable counting sort of ``size``-byte digests by their leading ``bits`` bits (the spill
+ * layout of asyncsync/pipeline/dedupe.py): returns (rows bucket after bucket, int32 counts). */
+static PyObject *bucket_digests(PyObject *self, PyObject *args) {
+    Py_buffer raw;
+    Py_ssize_t size;
+    int bits;
+    if (!PyArg_ParseTuple(args, "y*ni", &raw, &size, &bits)) return NULL;
+    PyObject *rows_out = NULL, *counts_out = NULL, *result = NULL;
+    if (size < 2 || raw.len % size || bits < 1 || bits > 16) {
+        PyErr_SetString(PyExc_ValueError, "bad size or bits");
+        goto done;
+    }
+    size_t n = (size_t)(raw.len / size), nb = (size_t)1 << bits;
+    rows_out = PyBytes_FromStringAndSize(NULL, raw.len);
+    counts_out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(nb * sizeof(int32_t)));
+    size_t *next = PyMem_RawCalloc(nb, sizeof(size_t));
+    if (!rows_out || !counts_out || !next) {
+        PyMem_RawFree(next);
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    const uint8_t *src = raw.buf;
+    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(rows_out);
+    int32_t *counts = (int32_t *)PyBytes_AS_STRING(counts_out);
+    unsigned shift = (unsigned)(16 - bits);
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *row = src + i * (size_t)size;
+        next[(((unsigned)row[0] << 8) | row[1]) >> shift]++;
+    }
+    size_t at = 0;
+    for (size_t b = 0; b < nb; b++) {
+        size_t c = next[b];
+        counts[b] = (int32_t)c;
+        next[b] = at;
+        at += c;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *row = src + i * (size_t)size;
+        size_t b = (((unsigned)row[0] << 8) | row[1]) >> shift;
+        memcpy(dst + next[b]++ * (size_t)size, row, (size_t)size);
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(next);
+    result = PyTuple_Pack(2, rows_out, counts_out);
+done:
+    Py_XDECREF(rows_out);
+    Py_XDECREF(counts_out);
+    PyBuffer_Release(&raw);
+    return result;
+}
+
+static void swap_rows(uint8_t *a, uint8_t *b, size_t size) {
+    uint8_t t[64];
+    memcpy(t, a, size);
+    memcpy(a, b, size);
+    memcpy(b, t, size);
+}
+
+/* Heapsort: O(m log m) whatever the input (a bucket that drew many rows: skewed hashed input). */
+static void heap_sort_rows(uint8_t *base, size_t m, size_t size) {
+    for (size_t k = m / 2; k-- > 0;) {
+        for (size_t r = k;;) {
+            size_t c = 2 * r + 1;
+            if (c >= m) break;
+            if (c + 1 < m && memcmp(base + c * size, base + (c + 1) * size, size) < 0) c++;
+            if (memcmp(base + r * size, base + c * size, size) >= 0) break;
+            swap_rows(base + r * size, base + c * size, size);
+            r = c;
+        }
+    }
+    for (size_t end = m; end-- > 1;) {
+        swap_rows(base, base + end * size, size);
+        for (size_t r = 0;;) {
+            size_t c = 2 * r + 1;
+            if (c >= end) break;
+            if (c + 1 < end && memcmp(base + c * size, base + (c + 1) * size, size) < 0) c++;
+            if (memcmp(base + r * size, base + c * size, size) >= 0) break;
+            swap_rows(base + r * size, base + c * size, size);
+            r = c;
+        }
+    }
+}
+
+static inline uint64_t load_be64(const uint8_t *p) {
+    return ((uint64_t)load_be32(p) << 32) | load_be32(p + 4);
+}
+
+static void sort_small_buckets(uint8_t *rows, const size_t *ends, size_t nb, size_t size) {
+    size_t first = 0;
+    uint8_t hold[64];
+    for (size_t b = 0; b < nb; b++) {
+        size_t end = ends[b], m = end - first;
+        uint8_t *base = rows + first * size;
+        if (m > 32) {
+            heap_sort_rows(base, m, size);
+        } else {
+            for (size_t i = 1; i < m; i++) {
+                size_t j = i;
+                if (memcmp(base + (j - 1) * size, base + j * size, size) <= 0) continue;
+                memcpy(hold, base + i * size, size);
+                while (j > 0 && memcmp(base + (j - 1) * size, hold, size) > 0) {
+                    memcpy(base + j * size, base + (j - 1) * size, size);
+                    j--;
+                }
+                memcpy(base + j * size, hold, size);
+            }
+        }
+        first = end;
+    }
+}
+
+/* Distribute ``n`` rows of ``src`` into ``dst`` by their leading 8 bytes: 2**log_b buckets
+ * (or fewer) over the range of those keys, in key order; ``ends`` gets each bucket's end.
+ * Returns the number of buckets, 0 when out of memory (``*ends`` is then NULL). */
+static size_t distribute(const uint8_t *src, uint8_t *dst, size_t n, size_t size, unsigned log_b,
+                         size_t **ends) {
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t k = load_be64(src + i * size);
+        if (k < lo) lo = k;
+        if (k > hi) hi = k;
+    }
+    unsigned span = 0;
+    while (span < 64 && ((hi - lo) >> span)) span++;
+    if (log_b > span) log_b = span;
+    unsigned shift = span - log_b;
+    size_t nb = (size_t)1 << log_b;
+    size_t *start = calloc(nb + 1, sizeof(size_t));
+    *ends = start;
+    if (!start) return 0;
+    for (size_t i = 0; i < n; i++) start[((load_be64(src + i * size) - lo) >> shift) + 1]++;
+    for (size_t b = 0; b < nb; b++) start[b + 1] += start[b];
+    for (size_t i = 0; i < n; i++) {
+        size_t b = (size_t)((load_be64(src + i * size) - lo) >> shift);
+        memcpy(dst + start[b]++ * size, src + i * size, size);
+    }
+    return nb; /* start[b] is now the end of bucket b */
+}
+
+static unsigned log2_ceil(size_t n) {
+    unsigned l = 0;
+    while (l < 22 && ((size_t)1 << l) < n) l++;
+    return l;
+}
+
+/* Sort ``n`` rows of ``size`` bytes bytewise and drop repeated rows, in place; returns the
+ * number of unique rows, or (size_t)-1 when out of memory. Two distribution passes on the
+ * leading 8 bytes (2048 ranges, then about one bucket per row within each range, so that the
+ * second pass works in cache), then insertion sort within buckets (heapsort for a bucket that
+ * drew many rows: skewed already-hashed input), then one pass dropping repeats. */
+static size_t sort_unique_rows(uint8_t *rows, size_t n, size_t size) {
+    if (n < 2) return n;
+    uint8_t *tmp = malloc(n * size);
+    if (!tmp) return (size_t)-1;
+    size_t *outer = NULL;
+    size_t n_outer = distribute(rows, tmp, n, size, 11, &outer);
+    if (!outer) {
+        free(tmp);
+        return (size_t)-1;
+    }
+    size_t first = 0;
+    for (size_t r = 0; r < n_outer; r++) {
+        size_t m = outer[r] - first;
+        if (m > 1) {
+            size_t *inner = NULL;
+            size_t n_inner = distribute(tmp + first * size, rows + first * size, m, size,
+                                        log2_ceil(m), &inner);
+            if (!inner) {
+                free(outer);
+                free(tmp);
+                return (size_t)-1;
+            }
+            sort_small_buckets(rows + first * size, inner, n_inner, size);
+            free(inner);
+        } else if (m == 1) {
+            memcpy(rows + first * size, tmp + first * size, size);
+        }
+        first = outer[r];
+    }
+    free(outer);
+    free(tmp);
+    size_t kept = 1;
+    for (size_t i = 1; i < n; i++) {
+        const uint8_t *row = rows + i * size;
+        if (memcmp(rows + (kept - 1) * size, row, size) == 0) continue;
+        if (kept != i) memcpy(rows + kept * size, row, size);
+        kept++;
+    }
+    return kept;
+}
+
+/* sort_unique(buffer, size) -> rows kept: the writable buffer's first rows are then its
+ * distinct rows in bytewise order. */
+static PyObject *sort_unique(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "w*n", &buf, &size)) return NULL;
+    if (size < 8 || size > 64 || buf.len % size) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "rows of 8 to 64 bytes expected");
+        return NULL;
+    }
+    size_t kept;
+    Py_BEGIN_ALLOW_THREADS
+    kept = sort_unique_rows(buf.buf, (size_t)(buf.len / size), (size_t)size);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    if (kept == (size_t)-1) return PyErr_NoMemory();
+    return PyLong_FromSize_t(kept);
 }
 
 /* The primitives alone, for tests against hashlib. */
@@ -330,6 +539,10 @@ static PyMethodDef methods[] = {
      "hash_lines(data, kind, algo, flags, sample_cap, bounds=None) -> (digests, rows, "
      "(empty, malformed, zero_id), [(row, reason)], [(row, slot, start, end)])"},
     {"hex_lines", hex_lines, METH_VARARGS, "hex_lines(raw, size) -> hex lines"},
+    {"bucket_digests", bucket_digests, METH_VARARGS,
+     "bucket_digests(raw, size, bits) -> (rows by bucket, int32 counts)"},
+    {"sort_unique", sort_unique, METH_VARARGS,
+     "sort_unique(buffer, size) -> rows kept (sorted, distinct) at the buffer's start"},
     {"digest", digest, METH_VARARGS, "digest(msg, algo) -> SHA-256 (0) or MD5 (1) digest"},
     {"sha256_impl", sha256_impl, METH_VARARGS,
      "sha256_impl([name]) -> the SHA-256 code in use ('sha-ni' or 'portable'); a name selects it"},
@@ -342,6 +555,10 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__native(void) {
     rules_init();
+    for (int b = 0; b < 256; b++) {
+        hex_pairs[b][0] = (uint8_t)hex_digits[b >> 4];
+        hex_pairs[b][1] = (uint8_t)hex_digits[b & 15];
+    }
 #ifdef ASYNCSYNC_X86
     have_shani = cpu_has_shani();
     if (have_shani) sha256_blocks = sha256_blocks_shani;

@@ -34,7 +34,7 @@ __all__ = [
 
 PART_GLOB: Final = "part-*.txt"
 TMP_SUFFIX: Final = ".tmp"
-_SLICE_ROWS: Final = 1 << 17
+_SLICE_ROWS: Final = 1 << 13  # hex lines of a slice stay in cache while MD5 reads them
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,7 +84,7 @@ def write_part(
 ) -> PartInfo:
     """Write part ``index`` from ``sources`` (worker side); returns its final ``PartInfo``.
 
-    Memory: about 4 x 2**17 x digest_size bytes, whatever the part size. ``engine``: who
+    Memory: about 4 x 2**13 x digest_size bytes, whatever the part size. ``engine``: who
     hex-encodes (default: the active engine); the bytes are the same.
     """
     native = native_module() if (engine or active_engine()) == "native" else None
