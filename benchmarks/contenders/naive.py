@@ -5,8 +5,8 @@ What a careful engineer writes first, standard library only: one Python loop ove
 for dedupe) into one output file (``hash_lines`` also takes emails and phones, with the same
 rules as asyncsync, for ``bench_prepare.py``); that file split on line boundaries into parts of
 at most ``--max-file-bytes`` (TikTok's practical cap), each part's MD5; then each part uploaded
-in turn with ``urllib`` (the multipart body built in memory, as ``requests`` would), and the audience
-created from the file_paths.
+in turn with ``urllib`` (the multipart body built in memory, as ``requests`` would), and the
+audience created from the file_paths.
 
     TIKTOK_ACCESS_TOKEN=... python naive.py --input IDS --work DIR --api-base URL \
         --advertiser-id ID --name NAME
