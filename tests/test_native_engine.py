@@ -296,3 +296,17 @@ def test_native_bucketing_equals_numpy_stable_sort(
     assert np.frombuffer(counts, dtype=np.int32).tolist() == np.bincount(
         buckets, minlength=1 << bits
     ).tolist()
+
+
+def test_phones_without_an_international_prefix_can_be_handed_back() -> None:
+    """With a default country (flag 1), numbers written without ``+``/``00`` go to Python."""
+    assert native is not None
+    blob = b"+44 7700 900123\n07700 900123\n447700900123\n0044 7700 900123\n\n+44 x\n"
+    digests, rows, rejected, sample, deferred = native.hash_lines(blob, 2, 0, 1, 10)
+    assert rows == 6
+    assert rejected == (1, 0, 0)
+    assert [d[0] for d in deferred] == [1, 2, 5]
+    assert [blob[s:e] for _, _, s, e in deferred] == [b"07700 900123", b"447700900123", b"+44 x"]
+    assert len(digests) == 32 * 5  # two digests and three slots left for Python
+    assert digests[:32] == digests[3 * 32 : 4 * 32] == hashlib.sha256(b"447700900123").digest()
+    assert sample == [(4, 1)]
