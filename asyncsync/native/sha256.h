@@ -109,6 +109,56 @@ sha256_blocks_shani(uint32_t state[8], const uint8_t *data, size_t blocks) {
     _mm_storeu_si128((__m128i *)&state[4], st1);
 }
 
+/* Two independent one-block messages (each already padded: ``pa``, ``pb`` are 64 bytes),
+ * their rounds interleaved: one message's sha256rnds2 chain waits on its own latency, so two
+ * chains keep the unit about twice as busy. Digests (32 bytes, big-endian words) to oa, ob. */
+__attribute__((target("sha,sse4.1,ssse3"))) static void
+sha256_one_block_x2_shani(const uint8_t *pa, const uint8_t *pb, uint8_t *oa, uint8_t *ob) {
+    const __m128i mask = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&sha256_init[0]), 0xB1);
+    __m128i h1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&sha256_init[4]), 0x1B);
+    const __m128i abef = _mm_alignr_epi8(tmp, h1, 8), cdgh = _mm_blend_epi16(h1, tmp, 0xF0);
+    __m128i a0 = abef, a1 = cdgh, b0 = abef, b1 = cdgh, ma[4], mb[4], xa, xb;
+#pragma GCC unroll 16
+    for (int g = 0; g < 16; g++) {
+        if (g < 4) {
+            ma[g] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(pa + 16 * g)), mask);
+            mb[g] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(pb + 16 * g)), mask);
+        }
+        __m128i k = _mm_loadu_si128((const __m128i *)&sha256_k[4 * g]);
+        xa = _mm_add_epi32(ma[g & 3], k);
+        xb = _mm_add_epi32(mb[g & 3], k);
+        a1 = _mm_sha256rnds2_epu32(a1, a0, xa);
+        b1 = _mm_sha256rnds2_epu32(b1, b0, xb);
+        if (g >= 3 && g <= 14) {
+            __m128i ta = _mm_alignr_epi8(ma[g & 3], ma[(g - 1) & 3], 4);
+            __m128i tb = _mm_alignr_epi8(mb[g & 3], mb[(g - 1) & 3], 4);
+            ma[(g + 1) & 3] = _mm_sha256msg2_epu32(_mm_add_epi32(ma[(g + 1) & 3], ta), ma[g & 3]);
+            mb[(g + 1) & 3] = _mm_sha256msg2_epu32(_mm_add_epi32(mb[(g + 1) & 3], tb), mb[g & 3]);
+        }
+        xa = _mm_shuffle_epi32(xa, 0x0E);
+        xb = _mm_shuffle_epi32(xb, 0x0E);
+        a0 = _mm_sha256rnds2_epu32(a0, a1, xa);
+        b0 = _mm_sha256rnds2_epu32(b0, b1, xb);
+        if (g >= 1 && g <= 12) {
+            ma[(g - 1) & 3] = _mm_sha256msg1_epu32(ma[(g - 1) & 3], ma[g & 3]);
+            mb[(g - 1) & 3] = _mm_sha256msg1_epu32(mb[(g - 1) & 3], mb[g & 3]);
+        }
+    }
+    const __m128i be = _mm_set_epi8(12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3);
+    __m128i s0[2] = {_mm_add_epi32(a0, abef), _mm_add_epi32(b0, abef)};
+    __m128i s1[2] = {_mm_add_epi32(a1, cdgh), _mm_add_epi32(b1, cdgh)};
+    uint8_t *out[2] = {oa, ob};
+    for (int i = 0; i < 2; i++) {
+        __m128i t = _mm_shuffle_epi32(s0[i], 0x1B);  /* FEBA */
+        __m128i u = _mm_shuffle_epi32(s1[i], 0xB1);  /* DCHG */
+        __m128i dcba = _mm_blend_epi16(t, u, 0xF0);
+        __m128i hgfe = _mm_alignr_epi8(u, t, 8);
+        _mm_storeu_si128((__m128i *)out[i], _mm_shuffle_epi8(dcba, be));
+        _mm_storeu_si128((__m128i *)(out[i] + 16), _mm_shuffle_epi8(hgfe, be));
+    }
+}
+
 static int cpu_has_shani(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
@@ -118,6 +168,15 @@ static int cpu_has_shani(void) {
     return (b >> 29) & 1; /* SHA */
 }
 #endif
+
+/* ``len`` (at most 55) bytes at ``msg`` as one padded 64-byte block. */
+static inline void sha256_pad_block(const uint8_t *msg, size_t len, uint8_t block[64]) {
+    memcpy(block, msg, len);
+    block[len] = 0x80;
+    memset(block + len + 1, 0, 64 - len - 1 - 8);
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++) block[63 - i] = (uint8_t)(bits >> (8 * i));
+}
 
 /* The SHA-256 of ``len`` bytes at ``msg`` into ``out`` (32 bytes). */
 static inline void sha256_digest(sha256_blocks_fn blocks, const uint8_t *msg, size_t len,
