@@ -49,13 +49,13 @@ def naive(src: str, out: str, kind: str) -> dict[str, object]:
     return {"rows_read": rows, "rows_written": written, "md5": md5.hexdigest()}
 
 
-def measure(cmd: list[str]) -> tuple[float, int, str]:
-    """Wall time, peak RSS of the process tree, stdout (measured as ``run.py`` measures)."""
+def measure(cmd: list[str]) -> tuple[float, int, str, float]:
+    """Wall time, peak RSS of the process tree, stdout, CPU s of the tree (as ``run.py``)."""
     WORK.mkdir(parents=True, exist_ok=True)
     m = measure_tree(cmd, dict(os.environ), WORK)
     if m.returncode != 0:
         sys.exit(f"{cmd[0]} failed ({m.returncode}): {m.stderr[-2000:]}")
-    return m.wall_s, m.peak_rss, m.stdout
+    return m.wall_s, m.peak_rss, m.stdout, m.cpu_s
 
 
 def main() -> None:
@@ -95,11 +95,12 @@ def one_kind(kind: str, args: argparse.Namespace) -> None:
     if args.workers:
         cmd += ["--workers", str(args.workers)]
     load = os.getloadavg()[0]
-    t_fast, rss_fast, out = measure(cmd)
+    t_fast, rss_fast, out, cpu_fast = measure(cmd)
     summary = json.loads(out)
     fast_rate = summary["rows_read"] / t_fast
     print(
         f"{kind} asyncsync prepare: {t_fast:.2f} s  {fast_rate / 1e6:.2f} M rows/s  "
+        f"CPU {cpu_fast:.2f} s  "
         f"peak RSS (tree) {rss_fast / 1e6:.0f} MB  parts {len(summary['parts'])}  "
         f"written {summary['rows_written']:,}  (load before {load:.1f})",
         flush=True,
@@ -109,13 +110,14 @@ def one_kind(kind: str, args: argparse.Namespace) -> None:
         return
     naive_out = WORK / "naive-out.txt"
     load = os.getloadavg()[0]
-    t_naive, rss_naive, out = measure(
+    t_naive, rss_naive, out, cpu_naive = measure(
         [sys.executable, __file__, "--naive-only", str(src), str(naive_out), kind]
     )
     base = json.loads(out)
     naive_rate = base["rows_read"] / t_naive
     print(
         f"{kind} naive script:      {t_naive:.2f} s  {naive_rate / 1e6:.2f} M rows/s  "
+        f"CPU {cpu_naive:.2f} s  "
         f"peak RSS {rss_naive / 1e6:.0f} MB  written {base['rows_written']:,}  "
         f"(load before {load:.1f})",
         flush=True,

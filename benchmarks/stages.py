@@ -2,10 +2,11 @@
 
     .venv/bin/python benchmarks/stages.py benchmarks/data/maid-10000000.txt --kind maid
 
-Runs the worker-side functions of ``prepare`` one stage at a time over the whole input, in this
-process (no pool, no pipelining), and reports CPU seconds (``time.process_time``) and ns per
-input row for each stage: read (plain-file byte ranges), hash (normalize + validate + hash, per
-engine), spill (bucketing the digests), merge (sort + exact dedupe), parts (hex, MD5, write).
+Runs the worker-side functions of ``prepare`` one stage at a time over the whole input, in one
+process per engine (``ASYNCSYNC_ENGINE`` set for it; no pool, no pipelining), and reports CPU
+seconds (``time.process_time``) and ns per input row for each stage: read (plain-file byte
+ranges), hash (normalize + validate + hash), spill (bucketing the digests), merge (sort + exact
+dedupe), parts (hex, MD5, write).
 CPU time, not wall time, so that a busy machine disturbs the figures less; ``prepare`` runs
 these stages on every core at once, so its wall time is about their sum over the core count
 plus start-up.
@@ -18,6 +19,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,6 +33,7 @@ from asyncsync.pipeline.dedupe import MergeSource, merge_group, plan_groups, spi
 from asyncsync.pipeline.parts import PartSource, rows_per_part, write_part
 from asyncsync.pipeline.source import RangeJob, read_range
 from asyncsync.pipeline.worker import init_worker
+from asyncsync.rules.engine import ENGINE_ENV, active_engine
 from asyncsync.rules.hashing import hash_chunk
 from asyncsync.rules.limits import DEFAULT_MAX_FILE_BYTES
 
@@ -45,7 +49,8 @@ def timed(totals: dict[str, float], key: str, fn: Callable[[], T]) -> T:
     return out
 
 
-def run(src: Path, kind: str, algo: str, engine: str, work: Path) -> dict[str, object]:
+def run(src: Path, kind: str, algo: str, work: Path) -> dict[str, object]:
+    engine = active_engine()
     totals: dict[str, float] = {}
     size = os.path.getsize(src)
     rows = 0
@@ -57,7 +62,7 @@ def run(src: Path, kind: str, algo: str, engine: str, work: Path) -> dict[str, o
         hashed = timed(
             totals,
             "hash",
-            lambda data=data: hash_chunk(data, id_type=kind, hash_algo=algo, engine=engine),  # type: ignore[misc]
+            lambda data=data: hash_chunk(data, id_type=kind, hash_algo=algo),  # type: ignore[misc]
         )
         rows += hashed.rows
         path = str(work / f"chunk-{seq:06d}.bin")
@@ -101,7 +106,7 @@ def run(src: Path, kind: str, algo: str, engine: str, work: Path) -> dict[str, o
                     totals,
                     "parts",
                     lambda r=list(runs), i=index: write_part(  # type: ignore[misc]
-                        i, r, digest_size, str(parts_dir), engine=engine
+                        i, r, digest_size, str(parts_dir)
                     ),
                 )
                 runs, index, held = [], index + 1, 0
@@ -109,7 +114,7 @@ def run(src: Path, kind: str, algo: str, engine: str, work: Path) -> dict[str, o
         timed(
             totals,
             "parts",
-            lambda: write_part(index, runs, digest_size, str(parts_dir), engine=engine),
+            lambda: write_part(index, runs, digest_size, str(parts_dir)),
         )
     total = sum(totals.values())
     return {
@@ -128,17 +133,23 @@ def main() -> None:
     parser.add_argument("--kind", default="maid")
     parser.add_argument("--hash", default="sha256")
     parser.add_argument("--engines", default="native,python")
+    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.in_process:
+        print(f"load average before: {os.getloadavg()}", flush=True)
+        for engine in args.engines.split(","):
+            cmd = [sys.executable, __file__, str(args.input), "--kind", args.kind]
+            cmd += ["--hash", args.hash, "--in-process"]
+            subprocess.run(cmd, check=True, env={**os.environ, ENGINE_ENV: engine})
+        print(f"load average after: {os.getloadavg()}")
+        return
     init_worker()  # the heap settings of a pool worker
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    print(f"load average before: {os.getloadavg()}")
-    for engine in args.engines.split(","):
-        work = Path(tempfile.mkdtemp(prefix="stages-"))
-        try:
-            print(json.dumps(run(args.input, args.kind, args.hash, engine, work)), flush=True)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    print(f"load average after: {os.getloadavg()}")
+    work = Path(tempfile.mkdtemp(prefix="stages-"))
+    try:
+        print(json.dumps(run(args.input, args.kind, args.hash, work)), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
