@@ -19,12 +19,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import ModuleType
 
 import numpy as np
 import numpy.typing as npt
 
-from asyncsync.rules.engine import active_engine, native_module
+from asyncsync.rules.engine import native_for
 
 __all__ = [
     "MergeSource",
@@ -48,7 +47,7 @@ def _buckets(rows: Rows, bits: int) -> npt.NDArray[np.uint16]:
 def spill_chunk(digests: bytes, size: int, bits: int, path: str) -> Counts:
     """Write ``digests`` (``size`` bytes each) to ``path`` grouped by bucket; return the
     number of digests per bucket (``2**bits`` counts)."""
-    native = _native()
+    native = native_for()
     if native is not None:  # the same bytes, by a counting sort in C
         data, raw_counts = native.bucket_digests(digests, size, bits)
         with open(path, "wb") as f:
@@ -61,11 +60,6 @@ def spill_chunk(digests: bytes, size: int, bits: int, path: str) -> Counts:
     with open(path, "wb") as f:
         f.write(rows.view(f"V{size}").reshape(len(rows))[order].data)
     return np.bincount(buckets, minlength=1 << bits).astype(np.int32)
-
-
-def _native() -> ModuleType | None:
-    """The native module when it is the active engine (the same output either way)."""
-    return native_module() if active_engine() == "native" else None
 
 
 def bucket_counts_to_offsets(counts: Counts) -> Offsets:
@@ -159,8 +153,8 @@ def merge_group(sources: Sequence[MergeSource], size: int, out_path: str) -> tup
             os.close(fd)
         if got != want:
             raise OSError(f"{src.path}: spill file shorter than expected")
-    native = _native()
-    if native is not None:
+    native = native_for()
+    if native is not None:  # the same bytes, by a distribution sort in C
         kept = native.sort_unique(buf, size)
         with open(out_path, "wb") as f:
             f.write(view[: kept * size])

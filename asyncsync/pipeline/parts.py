@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from asyncsync.rules.engine import Engine, active_engine, native_module
+from asyncsync.rules.engine import Engine, native_for
 
 __all__ = [
     "PART_GLOB",
@@ -87,7 +87,7 @@ def write_part(
     Memory: about 4 x 2**13 x digest_size bytes, whatever the part size. ``engine``: who
     hex-encodes (default: the active engine); the bytes are the same.
     """
-    native = native_module() if (engine or active_engine()) == "native" else None
+    native = native_for(engine)
     name = part_name(index)
     final = Path(out_dir) / name
     tmp = final.with_name(name + TMP_SUFFIX)

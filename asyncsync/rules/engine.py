@@ -20,7 +20,14 @@ from functools import cache
 from types import ModuleType
 from typing import Final, Literal
 
-__all__ = ["ENGINE_ENV", "Engine", "active_engine", "describe_engine", "native_module"]
+__all__ = [
+    "ENGINE_ENV",
+    "Engine",
+    "active_engine",
+    "describe_engine",
+    "native_for",
+    "native_module",
+]
 
 ENGINE_ENV: Final = "ASYNCSYNC_ENGINE"
 Engine = Literal["native", "python"]
@@ -54,6 +61,17 @@ def active_engine() -> Engine:
             raise ValueError(f"{ENGINE_ENV}=native, but the native engine is not built ({why})")
         return "python"
     return "native"
+
+
+def native_for(engine: Engine | None = None) -> ModuleType | None:
+    """The native module when ``engine`` (default: the active engine) is ``native``, else None:
+    the one place a stage decides between its native and its Python code."""
+    if (engine or active_engine()) != "native":
+        return None
+    module = native_module()
+    if module is None:
+        raise ValueError("the native engine is not built")
+    return module
 
 
 def describe_engine() -> str:

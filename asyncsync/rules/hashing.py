@@ -28,6 +28,7 @@ import binascii
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Final
 
 import numpy as np
@@ -40,7 +41,7 @@ except ImportError:  # pragma: no cover - other interpreters or Python >= 3.12
     _md5 = hashlib.md5
     _sha256 = hashlib.sha256
 
-from asyncsync.rules.engine import Engine, active_engine, native_module
+from asyncsync.rules.engine import Engine, native_for
 from asyncsync.rules.ids import Reject, normalize
 from asyncsync.rules.limits import HashAlgo, IdType
 
@@ -246,8 +247,9 @@ def hash_chunk(
     ``engine``: ``native`` or ``python``; default: :func:`~asyncsync.rules.engine.active_engine`.
     """
     kind, algo = IdType(id_type), HashAlgo(hash_algo)
-    if (engine or active_engine()) == "native":
-        return _native_hash(data, None, kind, algo, sample_cap)
+    native = native_for(engine)
+    if native is not None:
+        return _native_hash(native, data, None, kind, algo, sample_cap)
     return _python_hash_chunk(data, kind, algo, sample_cap)
 
 
@@ -262,12 +264,13 @@ def hash_values(
     """Like :func:`hash_chunk` for values already split out (a CSV column); a value may hold
     line ends (a quoted multi-line field) and is still one row."""
     kind, algo = IdType(id_type), HashAlgo(hash_algo)
-    if (engine or active_engine()) == "native":
+    native = native_for(engine)
+    if native is not None:
         lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
         bounds = np.empty((len(values), 2), dtype=np.int64)
         np.cumsum(lengths, out=bounds[:, 1])
         bounds[:, 0] = bounds[:, 1] - lengths
-        return _native_hash(b"".join(values), bounds, kind, algo, sample_cap)
+        return _native_hash(native, b"".join(values), bounds, kind, algo, sample_cap)
     return _python_hash_values(values, kind, algo, sample_cap)
 
 
@@ -285,6 +288,7 @@ _NATIVE_ALGO: Final = {HashAlgo.SHA256: 0, HashAlgo.MD5: 1}
 
 
 def _native_hash(
+    native: ModuleType,
     data: bytes,
     bounds: npt.NDArray[np.int64] | None,
     kind: IdType,
@@ -292,9 +296,6 @@ def _native_hash(
     sample_cap: int,
 ) -> ChunkHashes:
     """The native engine over ``data`` (split on line ends, or into the rows ``bounds``)."""
-    native = native_module()
-    if native is None:
-        raise RuntimeError("the native engine is not built")
     size = digest_size(kind, algo)
     digests, rows, rejected, sample, deferred = native.hash_lines(
         data, _NATIVE_KIND[kind], _NATIVE_ALGO[algo], 0, sample_cap, bounds
