@@ -1,4 +1,4 @@
-/* The ID rules of DESIGN.md section 5, one function per kind, on one line's bytes.
+/* The ID rules, one function per kind, on one line's bytes.
  *
  * They mirror asyncsync/rules/ids.py (the reference) byte for byte; the property tests in
  * tests/test_native_engine.py hold the two together. Each function takes the line already

@@ -1,6 +1,5 @@
 /* SHA-256 (FIPS 180-4): a portable C compression function and, on x86 CPUs that have them, the
- * SHA extensions (SHA-NI), chosen at run time. Written for this project; the SHA-NI round
- * sequence is the one Intel documents for the sha256rnds2/sha256msg1/sha256msg2 instructions.
+ * SHA extensions (SHA-NI: sha256rnds2, sha256msg1, sha256msg2), chosen at run time.
  *
  * Header-only (static functions): module.c is the only translation unit. */
 #ifndef ASYNCSYNC_SHA256_H
