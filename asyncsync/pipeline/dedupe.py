@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from asyncsync.rules.engine import native_for
+
 __all__ = [
     "MergeSource",
     "bucket_counts_to_offsets",
@@ -45,6 +47,13 @@ def _buckets(rows: Rows, bits: int) -> npt.NDArray[np.uint16]:
 def spill_chunk(digests: bytes, size: int, bits: int, path: str) -> Counts:
     """Write ``digests`` (``size`` bytes each) to ``path`` grouped by bucket; return the
     number of digests per bucket (``2**bits`` counts)."""
+    native = native_for()
+    if native is not None:  # the same bytes, by a counting sort in C
+        data, raw_counts = native.bucket_digests(digests, size, bits)
+        with open(path, "wb") as f:
+            f.write(data)
+        counts: Counts = np.frombuffer(raw_counts, dtype=np.int32).copy()
+        return counts
     rows = np.frombuffer(digests, dtype=np.uint8).reshape(-1, size)
     buckets = _buckets(rows, bits)
     order = np.argsort(buckets, kind="stable")
@@ -144,6 +153,12 @@ def merge_group(sources: Sequence[MergeSource], size: int, out_path: str) -> tup
             os.close(fd)
         if got != want:
             raise OSError(f"{src.path}: spill file shorter than expected")
+    native = native_for()
+    if native is not None:  # the same bytes, by a distribution sort in C
+        kept = native.sort_unique(buf, size)
+        with open(out_path, "wb") as f:
+            f.write(view[: kept * size])
+        return total, int(kept)
     rows = np.frombuffer(buf, dtype=np.uint8).reshape(-1, size)
     unique = sort_unique(rows)
     with open(out_path, "wb") as f:
