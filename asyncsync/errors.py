@@ -102,6 +102,16 @@ class InputChangedError(StateError):
     """The input differs from the one the journaled job started from (use ``--restart``)."""
 
 
+class NameTakenError(UsageError):
+    """A live audience of the advertiser already has the name a create would give, and this
+    journal did not make it (``allow_duplicate_name`` / ``--allow-duplicate-name`` opts out).
+    ``audience_id`` is that audience."""
+
+    def __init__(self, message: str, *, audience_id: str = "") -> None:
+        super().__init__(message)
+        self.audience_id = audience_id
+
+
 class TransportError(AsyncSyncError, ConnectionError):
     """The HTTP exchange failed below TikTok's envelope (reset, refused, bad response)."""
 

@@ -17,7 +17,7 @@ from helpers.ids import DIGEST_LINE, maid_digests, maids
 from helpers.sandbox import client_for, sync_options
 
 from asyncsync import SyncResult, sync_audience
-from asyncsync.errors import InputChangedError, Paused, StateError, UsageError
+from asyncsync.errors import InputChangedError, NameTakenError, Paused, StateError, UsageError
 from asyncsync.events import AudienceOperation, Event, PartUploaded
 from asyncsync.sandbox import FaultConfig, Sandbox
 from asyncsync.store.journal import JOURNAL_FILENAME
@@ -397,8 +397,19 @@ async def test_changed_input_refuses_to_resume_until_restart(
         write_export(export, maids(18, 1300))
         with pytest.raises(InputChangedError, match=r"changing\.txt changed size"):
             await sync_audience(client, export, name="changing", **opts)
-        result = await sync_audience(client, export, name="changing", restart=True, **opts)
-        assert result.audience_id is not None and not result.resumed
+        # The abandoned job made the audience: --restart with another input names it rather
+        # than make a second audience of the name; it is then updated by its ID.
+        with pytest.raises(NameTakenError) as named:
+            await sync_audience(client, export, name="changing", restart=True, **opts)
+        assert audiences_named(sandbox, "changing") == [named.value.audience_id]
+        result = await sync_audience(
+            client,
+            export,
+            audience_id=named.value.audience_id,
+            action="replace",
+            **opts | {"paths_per_call": 5},
+        )
+        assert result.audience_id == named.value.audience_id
         members = await settled_members(sandbox, client, result.audience_id)
     assert members == maid_digests(maids(18, 1300))
 

@@ -36,7 +36,12 @@ from asyncsync.cli.common import (
 from asyncsync.cli.progress import CliReporter, summary_table
 from asyncsync.credentials import resolve_access_token
 from asyncsync.errors import InputError, Paused, UsageError
-from asyncsync.jobs.spec import CLI_NAMES, DEFAULT_REPLACE_THRESHOLD, JobSpec
+from asyncsync.jobs.spec import (
+    CLI_NAMES,
+    DEFAULT_RECONCILE_WINDOW,
+    DEFAULT_REPLACE_THRESHOLD,
+    JobSpec,
+)
 from asyncsync.rules.limits import DEFAULT_API_BASE, MAX_FILE_PATHS_PER_CALL
 
 if TYPE_CHECKING:
@@ -131,6 +136,20 @@ def _check_target(name: str | None, audience_id: str | None, action: str | None)
     help="mirror: send a REPLACE instead of APPEND + REMOVE when the added and removed IDs "
     "exceed this fraction of the audience as last delivered.",
 )
+@click.option(
+    "--reconcile-window",
+    type=click.FloatRange(0, 86400),
+    default=DEFAULT_RECONCILE_WINDOW,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long after sending it a create whose answer was lost is looked for before the "
+    "job stops with exit 1 (the same command looks again before it ever creates).",
+)
+@click.option(
+    "--allow-duplicate-name",
+    is_flag=True,
+    help="Create even when a live audience of the advertiser already has --name.",
+)
 @click.option("--dry-run", is_flag=True, help="Plan and report; send nothing.")
 @click.option("--restart", is_flag=True, help="Abandon the journaled job and start over.")
 @click.option(
@@ -159,6 +178,8 @@ def sync_command(
     api_base: str,
     access_token_file: str | None,
     replace_threshold: float,
+    reconcile_window: float,
+    allow_duplicate_name: bool,
     dry_run: bool,
     restart: bool,
     sandbox: bool,
@@ -198,6 +219,8 @@ def sync_command(
         "paths_per_call": paths_per_call,
         "max_wait": max_wait,
         "replace_threshold": replace_threshold,
+        "reconcile_window": reconcile_window,
+        "allow_duplicate_name": allow_duplicate_name,
         "dry_run": dry_run,
         "restart": restart,
     }

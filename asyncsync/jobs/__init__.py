@@ -9,6 +9,7 @@ the job follows are in ``docs/jobs.md``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from asyncsync.jobs.mirror.strategy import MirrorStrategy
 from asyncsync.jobs.result import SyncResult
 from asyncsync.jobs.runner import JobRun, as_inputs, default_state_dir
 from asyncsync.jobs.spec import (
+    DEFAULT_RECONCILE_WINDOW,
     DEFAULT_REPLACE_THRESHOLD,
     JobAction,
     JobSpec,
@@ -54,6 +56,8 @@ async def sync_audience(
     clock: Callable[[], float] = time.time,
     poll_interval: float = 1.0,
     replace_threshold: float = DEFAULT_REPLACE_THRESHOLD,
+    reconcile_window: float = DEFAULT_RECONCILE_WINDOW,
+    allow_duplicate_name: bool = False,
     **prepare_options: Any,
 ) -> SyncResult:
     """Prepare ``inputs``, upload the parts and create or update a TikTok audience.
@@ -79,7 +83,13 @@ async def sync_audience(
     arguments resumes an unfinished job: parts already uploaded are not uploaded again, operations
     already done are skipped, and an operation whose outcome was lost is reconciled with TikTok's
     state first (a create is looked up by name, an update in the audience's history), so a job
-    never creates two audiences. When the same job with the same, unchanged input already
+    never creates two audiences. A create whose answer was lost or ambiguous is looked for until
+    ``reconcile_window`` seconds (default 300) after it was sent; if it is still not seen, the
+    job stops with :class:`OutcomeUnknownError` and the same call looks again before it ever
+    creates. A name is an identity: a create (or a mirror by ``name``) is refused with
+    :class:`NameTakenError` when a live audience of the advertiser already has the name and
+    this journal did not make it for this job, unless ``allow_duplicate_name=True``. When the
+    same job with the same, unchanged input already
     finished, nothing is sent and its earlier result is returned with ``resumed=True``
     (``restart=True`` runs it again). A finished job's prepared parts are deleted; the journal
     keeps their MD5s and file_paths. Standard input (``"-"``) cannot be fingerprinted: a job that
@@ -109,13 +119,17 @@ async def sync_audience(
         max_wait=max_wait,
         poll_interval=poll_interval,
         replace_threshold=replace_threshold,
+        reconcile_window=reconcile_window,
+        allow_duplicate_name=allow_duplicate_name,
     )
     options = _prepare_options(prepare_options)
     try:
         ct = calculate_type(options.id_type, options.hash_algo).value
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    fingerprint, resumable = input_fingerprint(inputs, options.fingerprint(), paths_per_call)
+    fingerprint, resumable = await asyncio.to_thread(
+        input_fingerprint, inputs, options.fingerprint(), paths_per_call
+    )
     state = Path(state_dir) if state_dir is not None else default_state_dir()
     with Journal(state) as journal:
         run = JobRun(

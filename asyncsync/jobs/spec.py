@@ -1,7 +1,7 @@
 """What a sync job is asked to do, checked once: the action, the audience, the run settings,
 and the fingerprint of its input. The library and the CLI both check arguments here.
 
-No I/O beyond ``os.stat`` of the inputs.
+No I/O beyond reading the inputs for their fingerprint (:func:`input_fingerprint`).
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+import xxhash
+
 from asyncsync.errors import InputError, UsageError
 from asyncsync.rules.limits import MAX_FILE_PATHS_PER_CALL
 from asyncsync.store.journal import job_key
 
 __all__ = [
     "CLI_NAMES",
+    "DEFAULT_RECONCILE_WINDOW",
     "DEFAULT_REPLACE_THRESHOLD",
     "LIBRARY_NAMES",
     "STDIN",
@@ -35,6 +38,10 @@ DEFAULT_REPLACE_THRESHOLD: Final = 0.5
 """Mirror: REPLACE instead of APPEND + REMOVE when ``added + removed`` exceeds this fraction of
 the audience as last delivered. At 0.5 the diff still uploads at most about half the bytes of
 a REPLACE, and TikTok's one REPLACE a day stays free for the days that need it."""
+
+DEFAULT_RECONCILE_WINDOW: Final = 300.0
+"""Seconds after its intent during which a create of unknown outcome is looked for: TikTok has
+been seen carrying a create out well after the client's 60 s timeout, from its own queue."""
 
 
 class JobAction(StrEnum):
@@ -153,6 +160,11 @@ class RunSettings:
     ``paths_per_call`` file_paths per audience operation (1..500); a running operation is
     waited for, polling every ``poll_interval`` seconds and backing off, at most ``max_wait``
     seconds; ``replace_threshold`` is the mirror's switch from a diff to a REPLACE.
+
+    ``reconcile_window``: how long after its intent a create whose answer was lost or ambiguous
+    is looked for (TikTok may carry a create out minutes after its request timed out) before
+    it is taken as not made; ``allow_duplicate_name``: create even when a live audience of the
+    advertiser already has the name (otherwise refused, see ``docs/jobs.md``).
     """
 
     concurrency: int = 8
@@ -160,6 +172,8 @@ class RunSettings:
     max_wait: float = 900.0
     poll_interval: float = 1.0
     replace_threshold: float = DEFAULT_REPLACE_THRESHOLD
+    reconcile_window: float = DEFAULT_RECONCILE_WINDOW
+    allow_duplicate_name: bool = False
 
     def __post_init__(self) -> None:
         c = self.concurrency
@@ -175,6 +189,11 @@ class RunSettings:
         t = self.replace_threshold
         if isinstance(t, bool) or not isinstance(t, int | float) or not t >= 0:
             raise UsageError(f"replace_threshold must be a number >= 0, not {t!r}")
+        w = self.reconcile_window
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w <= 86400:
+            raise UsageError(f"reconcile_window must be in [0, 86400] seconds, not {w!r}")
+        object.__setattr__(self, "reconcile_window", float(w))
+        object.__setattr__(self, "allow_duplicate_name", bool(self.allow_duplicate_name))
         object.__setattr__(self, "max_wait", float(self.max_wait))
         object.__setattr__(self, "poll_interval", float(self.poll_interval))
         object.__setattr__(self, "replace_threshold", float(t))
@@ -185,10 +204,12 @@ def input_fingerprint(
     prepare_fingerprint: Mapping[str, Any],
     paths_per_call: int,
 ) -> tuple[dict[str, Any], bool]:
-    """(fingerprint, resumable): absolute paths, sizes and mtimes of the inputs, the prepare
-    options that change the parts, and ``paths_per_call``. Standard input (``-``) cannot be
-    fingerprinted, so a job reading it is not resumable. Raises InputError for a missing input.
-    """
+    """(fingerprint, resumable): absolute paths, sizes and content digests (XXH3-128) of the
+    inputs, the prepare options that change the parts, and ``paths_per_call``. An input is
+    identified by its bytes, not its mtime: a file touched or rewritten with the same bytes is
+    the same input. Standard input (``-``) cannot be fingerprinted, so a job reading it is not
+    resumable. Raises InputError for a missing or unreadable input. Reads every input once
+    (call it off the event loop)."""
     entries: list[dict[str, Any]] = []
     resumable = True
     for raw in inputs:
@@ -206,13 +227,26 @@ def input_fingerprint(
             raise InputError(f"{text}: cannot read it: {exc.strerror or exc}", path=text) from exc
         if not os.path.isfile(path):
             raise InputError(f"{text}: not a regular file", path=text)
-        entries.append({"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        try:
+            digest = _content_digest(path)
+        except OSError as exc:
+            raise InputError(f"{text}: cannot read it: {exc.strerror or exc}", path=text) from exc
+        entries.append({"path": path, "size": st.st_size, "xxh3": digest})
     fingerprint = {
         "inputs": entries,
         "prepare": dict(prepare_fingerprint),
         "paths_per_call": paths_per_call,
     }
     return fingerprint, resumable
+
+
+def _content_digest(path: str) -> str:
+    """XXH3-128 of the file's bytes (several GB/s: the disk is the limit)."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def inputs_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -233,8 +267,8 @@ def describe_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
         a, b = old_inputs[path], new_inputs[path]
         if a.get("size") != b.get("size"):
             changes.append(f"{path} changed size ({a.get('size')} -> {b.get('size')} bytes)")
-        elif a.get("mtime_ns") != b.get("mtime_ns"):
-            changes.append(f"{path} was modified")
+        elif a != b:
+            changes.append(f"{path} was modified (same size, other bytes)")
     if not changes and list(old_inputs) != list(new_inputs):
         changes.append("the inputs are given in another order")
     old_opts, new_opts = old.get("prepare", {}), new.get("prepare", {})

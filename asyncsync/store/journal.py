@@ -500,6 +500,26 @@ class Journal:
         )
         return {r[0] for r in rows}
 
+    def advertiser_audience_ids(self, advertiser_id: str) -> set[str]:
+        """Audience IDs any journaled job of this advertiser worked on, whatever API base it
+        spelled (one TikTok can be addressed several ways)."""
+        rows = self._read(
+            "SELECT audience_id FROM jobs WHERE advertiser_id = ? AND audience_id IS NOT NULL "
+            "UNION SELECT audience_id FROM operations WHERE advertiser_id = ? "
+            "AND audience_id IS NOT NULL",
+            (advertiser_id, advertiser_id),
+        )
+        return {r[0] for r in rows}
+
+    def audiences_of_key(self, key: str) -> list[str]:
+        """The audiences the jobs of ``key`` worked on, newest job first."""
+        rows = self._read(
+            "SELECT audience_id FROM jobs WHERE key = ? AND audience_id IS NOT NULL "
+            "GROUP BY audience_id ORDER BY max(id) DESC",
+            (key,),
+        )
+        return [r[0] for r in rows]
+
     # -- parts -----------------------------------------------------------------------------
 
     def parts(self, job_id: int) -> dict[int, PartRow]:

@@ -1,0 +1,342 @@
+"""Exactly once against the failures nightly jobs meet: a name is an identity (a second state
+dir, another spelling of the API base, two runs at once), a create TikTok carries out after the
+client gave up, outside edits of a mirrored audience, a REPLACE that cannot finish today, a
+damaged journal, a read-only state dir, a short outage, a touched input. Every test drives the
+sandbox over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers.api import ADVERTISER, CREATE, UPDATE
+from helpers.ids import DIGEST_LINE, maid_digests, maids
+from helpers.sandbox import RawApi, client_for, sync_options
+
+from asyncsync import sync_audience
+from asyncsync.errors import NameTakenError, OutcomeUnknownError, Paused
+from asyncsync.sandbox import Sandbox, ScriptedAnswer
+from asyncsync.tiktok.client import TikTokClient
+from asyncsync.tiktok.retry import RetryPolicy
+
+
+def write_export(path: Path, ids: list[str]) -> Path:
+    path.write_text("\n".join(ids) + "\n")
+    return path
+
+
+def live_named(sandbox: Sandbox, name: str) -> list[str]:
+    now = sandbox.clock.now()
+    return sorted(
+        a.audience_id
+        for a in sandbox.state.audiences.values()
+        if a.name == name and not a.is_expired(now)
+    )
+
+
+async def settled(sandbox: Sandbox, client: TikTokClient, audience_id: str) -> set[str]:
+    for _ in range(500):
+        (audience,) = await client.get_audiences(ADVERTISER, [audience_id])
+        if audience.is_valid:
+            return set(sandbox.members(audience_id))
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"audience {audience_id} stayed busy")
+
+
+@asynccontextmanager
+async def impatient_client(sandbox: Sandbox, seconds: float) -> AsyncIterator[TikTokClient]:
+    """A client that gives up on a request after ``seconds``."""
+    async with TikTokClient(
+        sandbox.issue_token(),
+        api_base=sandbox.api_base,
+        timeout=seconds,
+        retry=RetryPolicy(attempts=3, wait=False),
+        requests_per_second=None,
+    ) as client:
+        yield client
+
+
+def options(tmp_path: Path, sandbox: Sandbox, state: str = "state", **extra: Any) -> dict[str, Any]:
+    return sync_options(tmp_path, sandbox, state_dir=tmp_path / state, **extra)
+
+
+# -- 3. a name is an identity ----------------------------------------------------------------
+
+
+async def test_a_second_state_dir_refuses_to_create_a_second_audience_of_the_name(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    export = write_export(tmp_path / "a.txt", maids(1, 1500))
+    async with client_for(sandbox) as client:
+        first = await sync_audience(client, export, name="Buyers", **options(tmp_path, sandbox))
+        with pytest.raises(NameTakenError) as refused:
+            await sync_audience(
+                client, export, name="Buyers", **options(tmp_path, sandbox, "other-home")
+            )
+        assert refused.value.exit_code == 2
+        assert refused.value.audience_id == first.audience_id
+        message = str(refused.value)
+        assert f"--audience-id {first.audience_id} --action" in message
+        assert "--allow-duplicate-name" in message
+        assert live_named(sandbox, "Buyers") == [first.audience_id]
+        # The same refusal as a dry run's problem, without sending anything.
+        dry = await sync_audience(
+            client, export, name="Buyers", dry_run=True, **options(tmp_path, sandbox, "third")
+        )
+        assert any(first.audience_id in p for p in dry.plan.get("problems", ()))  # type: ignore[union-attr]
+        # Opting out makes the second audience.
+        second = await sync_audience(
+            client,
+            export,
+            name="Buyers",
+            allow_duplicate_name=True,
+            **options(tmp_path, sandbox, "other-home"),
+        )
+    assert second.audience_id != first.audience_id
+    assert len(live_named(sandbox, "Buyers")) == 2
+
+
+async def test_another_spelling_of_the_api_base_makes_no_second_audience(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    export = write_export(tmp_path / "a.txt", maids(2, 1500))
+    async with client_for(sandbox) as client:
+        first = await sync_audience(client, export, name="Spelled", **options(tmp_path, sandbox))
+    other_base = sandbox.api_base.replace("127.0.0.1", "localhost")
+    assert other_base != sandbox.api_base
+    async with TikTokClient(
+        sandbox.issue_token(),
+        api_base=other_base + "/",
+        retry=RetryPolicy(attempts=3, wait=False),
+        requests_per_second=None,
+    ) as client:
+        with pytest.raises(NameTakenError) as refused:
+            await sync_audience(client, export, name="Spelled", **options(tmp_path, sandbox))
+    assert "an earlier job of this journal made it" in str(refused.value)
+    assert live_named(sandbox, "Spelled") == [first.audience_id]
+
+
+async def test_a_finished_create_run_again_on_a_new_export_names_the_audience(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    async with client_for(sandbox) as client:
+        first = await sync_audience(
+            client,
+            write_export(tmp_path / "a.txt", maids(3, 1500)),
+            name="Daily",
+            **options(tmp_path, sandbox),
+        )
+        with pytest.raises(NameTakenError):
+            await sync_audience(
+                client,
+                write_export(tmp_path / "a.txt", maids(4, 1500)),
+                name="Daily",
+                **options(tmp_path, sandbox),
+            )
+    assert live_named(sandbox, "Daily") == [first.audience_id]
+
+
+async def test_two_runs_at_once_with_one_name_leave_one_audience(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    ids = maids(5, 1500)
+    export = write_export(tmp_path / "a.txt", ids)
+    async with client_for(sandbox) as client:
+        outcomes = await asyncio.gather(
+            sync_audience(client, export, name="Racing", **options(tmp_path, sandbox, "s1")),
+            sync_audience(client, export, name="Racing", **options(tmp_path, sandbox, "s2")),
+            return_exceptions=True,
+        )
+        kept = live_named(sandbox, "Racing")
+        assert len(kept) == 1, outcomes
+        assert await settled(sandbox, client, kept[0]) == maid_digests(ids)
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(refused) <= 1 and all(isinstance(o, NameTakenError) for o in refused), outcomes
+
+
+async def test_a_mirror_whose_snapshot_store_was_lost_continues_into_its_audience(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    import shutil
+
+    async with client_for(sandbox) as client:
+        first = await sync_audience(
+            client,
+            write_export(tmp_path / "a.txt", maids(6, 1500)),
+            name="Mirrored",
+            action="mirror",
+            **options(tmp_path, sandbox),
+        )
+        shutil.rmtree(tmp_path / "state" / "snapshots")
+        again = await sync_audience(
+            client,
+            write_export(tmp_path / "a.txt", maids(7, 1500)),
+            name="Mirrored",
+            action="mirror",
+            **options(tmp_path, sandbox),
+        )
+        assert again.audience_id == first.audience_id
+        assert await settled(sandbox, client, first.audience_id or "") == maid_digests(
+            maids(7, 1500)
+        )
+    assert live_named(sandbox, "Mirrored") == [first.audience_id]
+
+
+# -- 2. a create TikTok carries out late -------------------------------------------------------
+
+
+async def test_a_create_held_past_the_client_timeout_is_found_not_sent_again(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    ids = maids(8, 1500)
+    export = write_export(tmp_path / "a.txt", ids)
+    sandbox.script(ScriptedAnswer(endpoint=CREATE, code=0, hold_seconds=1.5))
+    async with impatient_client(sandbox, 0.3) as client:
+        result = await sync_audience(
+            client, export, name="Late", reconcile_window=5.0, **options(tmp_path, sandbox)
+        )
+        assert live_named(sandbox, "Late") == [result.audience_id]
+        assert await settled(sandbox, client, result.audience_id or "") == maid_digests(ids)
+    assert sandbox.request_counts()[CREATE] == 1
+
+
+async def test_a_create_not_seen_within_the_window_stops_and_the_rerun_adopts_it(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    ids = maids(9, 1500)
+    export = write_export(tmp_path / "a.txt", ids)
+    sandbox.script(ScriptedAnswer(endpoint=CREATE, code=0, hold_seconds=2.5))
+    async with impatient_client(sandbox, 0.3) as client:
+        with pytest.raises(OutcomeUnknownError) as stopped:
+            await sync_audience(
+                client, export, name="Later", reconcile_window=1.0, **options(tmp_path, sandbox)
+            )
+        assert stopped.value.exit_code == 1
+        assert "outcome unknown; the same command reconciles" in str(stopped.value)
+        assert live_named(sandbox, "Later") == []
+        await asyncio.sleep(2.0)  # TikTok carries the create out meanwhile
+        result = await sync_audience(
+            client, export, name="Later", reconcile_window=1.0, **options(tmp_path, sandbox)
+        )
+        assert result.resumed
+        assert live_named(sandbox, "Later") == [result.audience_id]
+        assert await settled(sandbox, client, result.audience_id or "") == maid_digests(ids)
+    assert sandbox.request_counts()[CREATE] == 1
+
+
+# -- 4. inputs are identified by content; --restart continues into the audience ----------------
+
+
+async def test_a_touched_input_resumes_and_restart_continues_into_the_partial_audience(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    ids = maids(10, 1200)
+    export = write_export(tmp_path / "touched.txt", ids)
+    opts = options(tmp_path, sandbox, paths_per_call=2, max_file_bytes=300 * DIGEST_LINE)
+    async with client_for(sandbox) as client:
+        with pytest.raises(Paused):  # the create is done, its APPENDs are pending
+            await sync_audience(client, export, name="Touched", **opts | {"max_wait": 0.0})
+        (made,) = live_named(sandbox, "Touched")
+        os.utime(export, ns=(1, 1))  # same bytes, new mtime: the same input
+        # --restart continues into the audience the job made, never a second one.
+        result = await sync_audience(client, export, name="Touched", restart=True, **opts)
+        assert result.audience_id == made
+        assert await settled(sandbox, client, made) == maid_digests(ids)
+        os.utime(export, ns=(2, 2))
+        again = await sync_audience(client, export, name="Touched", **opts)
+        assert again.resumed and again.api_calls == 0  # the finished job, not "changed"
+    assert live_named(sandbox, "Touched") == [made]
+    assert sandbox.request_counts()[CREATE] == 1
+
+
+# -- 1. the mirror sees operations made outside its journal --------------------------------------
+
+
+@pytest.mark.parametrize("outside", ["APPEND", "REMOVE"])
+async def test_a_mirror_replaces_after_an_operation_made_outside_its_journal(
+    sandbox: Sandbox, raw_api: RawApi, tmp_path: Path, outside: str
+) -> None:
+    day1, day2 = maids(11, 3000), maids(11, 3000)[100:] + maids(12, 150)
+    strays = sorted(maid_digests(maids(13, 478)))
+    mirror = {"name": "Opt-outs", "action": "mirror"}
+    async with client_for(sandbox) as client:
+        first = await sync_audience(
+            client, write_export(tmp_path / "a.txt", day1), **mirror, **options(tmp_path, sandbox)
+        )
+        audience_id = first.audience_id or ""
+        await raw_api.wait_idle(audience_id)
+        # Another tool changes the audience: APPENDs strays, or REMOVEs members.
+        changed = strays if outside == "APPEND" else sorted(maid_digests(day1[-478:]))
+        answer = await raw_api.update(
+            audience_id, action=outside, file_paths=[await raw_api.upload_path(changed)]
+        )
+        assert answer["code"] == 0, answer
+        await raw_api.wait_idle(audience_id)
+        second = await sync_audience(
+            client, write_export(tmp_path / "a.txt", day2), **mirror, **options(tmp_path, sandbox)
+        )
+        assert second.audience_id == audience_id
+        assert second.mirror is not None and second.mirror["mode"] == "replace"
+        assert "this journal did not make" in second.mirror["reason"]
+        assert await settled(sandbox, client, audience_id) == maid_digests(day2)
+        # The third run trusts the new snapshot again.
+        third = await sync_audience(
+            client,
+            write_export(tmp_path / "a.txt", day2 + maids(14, 10)),
+            **mirror,
+            **options(tmp_path, sandbox),
+        )
+        assert third.mirror is not None and third.mirror["mode"] == "diff"
+        assert await settled(sandbox, client, audience_id) == maid_digests(day2 + maids(14, 10))
+
+
+# -- 5. a REPLACE that cannot be followed by its APPENDs today does not start ---------------------
+
+
+async def test_a_replace_that_cannot_finish_today_pauses_before_sending_anything(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    kept = maids(15, 1500)
+    async with client_for(sandbox) as client:
+        made = await sync_audience(
+            client,
+            write_export(tmp_path / "a.txt", kept),
+            name="Quota",
+            **options(tmp_path, sandbox),
+        )
+        audience_id = made.audience_id or ""
+        extra = maids(16, 1260)  # 21 APPENDs of one 60-row part: 3 of 24 operations left
+        await sync_audience(
+            client,
+            write_export(tmp_path / "b.txt", extra),
+            audience_id=audience_id,
+            action="append",
+            **options(tmp_path, sandbox, paths_per_call=1, max_file_bytes=60 * DIGEST_LINE),
+        )
+        before = await settled(sandbox, client, audience_id)
+        updates = sandbox.request_counts()[UPDATE]
+        replace = options(tmp_path, sandbox, paths_per_call=1, max_file_bytes=1000 * DIGEST_LINE)
+        export = write_export(tmp_path / "c.txt", maids(17, 4000))
+        with pytest.raises(Paused) as paused:
+            await sync_audience(
+                client, export, audience_id=audience_id, action="replace", **replace
+            )
+        assert paused.value.exit_code == 3
+        assert "nothing was sent" in str(paused.value) and "after 20" in str(paused.value)
+        result = paused.value.result
+        assert result is not None and result.pending["resume_after"].endswith("00:00:00 UTC")
+        assert len(result.pending["operations"]) == 4
+        assert sandbox.request_counts()[UPDATE] == updates
+        assert await settled(sandbox, client, audience_id) == before == maid_digests(kept + extra)
+        # The next UTC day the same command runs it whole.
+        sandbox.clock.advance(86400)
+        done = await sync_audience(
+            client, export, audience_id=audience_id, action="replace", **replace
+        )
+        assert done.resumed
+        assert await settled(sandbox, client, audience_id) == maid_digests(maids(17, 4000))
