@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,11 +19,14 @@ from typing import Any
 import pytest
 from helpers.api import ADVERTISER, CREATE, UPDATE
 from helpers.ids import DIGEST_LINE, maid_digests, maids
+from helpers.process import Job, SandboxProcess, cli_env
 from helpers.sandbox import RawApi, client_for, sync_options
 
 from asyncsync import sync_audience
-from asyncsync.errors import NameTakenError, OutcomeUnknownError, Paused
+from asyncsync.errors import NameTakenError, OutcomeUnknownError, Paused, StateError
+from asyncsync.events import AudienceOperation, Event
 from asyncsync.sandbox import Sandbox, ScriptedAnswer
+from asyncsync.store.journal import JOURNAL_FILENAME
 from asyncsync.tiktok.client import TikTokClient
 from asyncsync.tiktok.retry import RetryPolicy
 
@@ -59,6 +65,16 @@ async def impatient_client(sandbox: Sandbox, seconds: float) -> AsyncIterator[Ti
         requests_per_second=None,
     ) as client:
         yield client
+
+
+class Killed(Exception):
+    """Stands for the process being killed."""
+
+
+def killed_after_create(event: Event) -> None:
+    """A reporter that "kills" the job right after its create is journaled as done."""
+    if isinstance(event, AudienceOperation) and event.done and event.action == "create":
+        raise Killed
 
 
 def options(tmp_path: Path, sandbox: Sandbox, state: str = "state", **extra: Any) -> dict[str, Any]:
@@ -162,8 +178,6 @@ async def test_two_runs_at_once_with_one_name_leave_one_audience(
 async def test_a_mirror_whose_snapshot_store_was_lost_continues_into_its_audience(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    import shutil
-
     async with client_for(sandbox) as client:
         first = await sync_audience(
             client,
@@ -239,8 +253,10 @@ async def test_a_touched_input_resumes_and_restart_continues_into_the_partial_au
     export = write_export(tmp_path / "touched.txt", ids)
     opts = options(tmp_path, sandbox, paths_per_call=2, max_file_bytes=300 * DIGEST_LINE)
     async with client_for(sandbox) as client:
-        with pytest.raises(Paused):  # the create is done, its APPENDs are pending
-            await sync_audience(client, export, name="Touched", **opts | {"max_wait": 0.0})
+        with pytest.raises(Killed):  # the create is done, its APPENDs are pending
+            await sync_audience(
+                client, export, name="Touched", reporter=killed_after_create, **opts
+            )
         (made,) = live_named(sandbox, "Touched")
         os.utime(export, ns=(1, 1))  # same bytes, new mtime: the same input
         # --restart continues into the audience the job made, never a second one.
@@ -340,3 +356,72 @@ async def test_a_replace_that_cannot_finish_today_pauses_before_sending_anything
         )
         assert done.resumed
         assert await settled(sandbox, client, audience_id) == maid_digests(maids(17, 4000))
+
+
+# -- 6. a journal that lost committed state is refused --------------------------------------------
+
+
+async def test_a_journal_that_lost_committed_state_is_refused_and_makes_no_second_audience(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    ids = maids(18, 1200)
+    export = write_export(tmp_path / "a.txt", ids)
+    opts = options(tmp_path, sandbox, paths_per_call=2, max_file_bytes=300 * DIGEST_LINE)
+    journal = tmp_path / "state" / JOURNAL_FILENAME
+    async with client_for(sandbox) as client:
+        with pytest.raises(Killed):  # the create is done, its APPENDs pending
+            await sync_audience(
+                client, export, name="Damaged", reporter=killed_after_create, **opts
+            )
+        (made,) = live_named(sandbox, "Damaged")
+        kept = journal.read_bytes()
+        for damage in (b"", kept[: len(kept) // 2]):
+            journal.write_bytes(damage)  # truncated (or its companion files lost)
+            with pytest.raises(StateError, match=r"lost committed state|corrupt") as refused:
+                await sync_audience(client, export, name="Damaged", **opts)
+            assert refused.value.exit_code == 2
+            assert live_named(sandbox, "Damaged") == [made]
+        # An older copy of the journal is refused the same way.
+        journal.write_bytes(kept)
+        await sync_audience(client, export, name="Damaged", **opts)
+        journal.write_bytes(kept)
+        with pytest.raises(StateError, match="lost committed state"):
+            await sync_audience(client, export, name="Damaged", **opts)
+        # With the whole state directory gone, the name check still stops a second audience.
+        shutil.rmtree(tmp_path / "state")
+        with pytest.raises(NameTakenError):
+            await sync_audience(client, export, name="Damaged", **opts)
+    assert live_named(sandbox, "Damaged") == [made]
+    assert sandbox.request_counts()[CREATE] == 1
+
+
+# -- 7. a state dir that turns read-only mid-run ------------------------------------------------
+
+
+def test_no_shared_memory_file_is_mapped_while_a_job_runs(
+    sandbox_process: SandboxProcess, tmp_path: Path
+) -> None:
+    """A read-only or full file system under a mapped WAL index (``-shm``) kills the process
+    with SIGBUS; the journal maps none: a failed write is one line, exit 2."""
+    state = tmp_path / "state"
+    export = write_export(tmp_path / "a.txt", maids(19, 1500))
+    # TikTok holds the create for 2 s: look at the state directory meanwhile.
+    sandbox_process.control(
+        "scripts", {"endpoint": "/dmp/custom_audience/create/", "code": 0, "hold_seconds": 2}
+    )
+    job = Job(
+        [
+            sys.executable, "-m", "asyncsync", "sync", str(export),
+            "--advertiser-id", ADVERTISER, "--name", "NoShm",
+            "--api-base", sandbox_process.api_base, "--state-dir", str(state),
+        ],
+        cli_env(tmp_path),
+    )  # fmt: skip
+    proc = job.start()
+    deadline = time.monotonic() + 30
+    while not sandbox_process.counts().get(CREATE) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    during = sorted(p.name for p in state.iterdir())
+    assert job.collect(proc) == 0, job.outputs
+    assert JOURNAL_FILENAME in during
+    assert not [n for n in during if n.endswith(("-shm", "-wal"))], during
