@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -17,16 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.api import ADVERTISER, CREATE, UPDATE
+from helpers.api import ADVERTISER, CREATE, UPDATE, UPLOAD
 from helpers.ids import DIGEST_LINE, maid_digests, maids
 from helpers.process import Job, SandboxProcess, cli_env
-from helpers.sandbox import RawApi, client_for, sync_options
+from helpers.sandbox import RawApi, client_for, fast_config, sync_options
 
 from asyncsync import sync_audience
-from asyncsync.errors import NameTakenError, OutcomeUnknownError, Paused, StateError
+from asyncsync.errors import (
+    NameTakenError,
+    OutcomeUnknownError,
+    Paused,
+    StateError,
+    TransportError,
+)
 from asyncsync.events import AudienceOperation, Event
 from asyncsync.sandbox import Sandbox, ScriptedAnswer
-from asyncsync.store.journal import JOURNAL_FILENAME
+from asyncsync.store.journal import JOURNAL_FILENAME, Journal
 from asyncsync.tiktok.client import TikTokClient
 from asyncsync.tiktok.retry import RetryPolicy
 
@@ -279,7 +286,7 @@ async def test_a_mirror_replaces_after_an_operation_made_outside_its_journal(
 ) -> None:
     day1, day2 = maids(11, 3000), maids(11, 3000)[100:] + maids(12, 150)
     strays = sorted(maid_digests(maids(13, 478)))
-    mirror = {"name": "Opt-outs", "action": "mirror"}
+    mirror: dict[str, Any] = {"name": "Opt-outs", "action": "mirror"}
     async with client_for(sandbox) as client:
         first = await sync_audience(
             client, write_export(tmp_path / "a.txt", day1), **mirror, **options(tmp_path, sandbox)
@@ -425,3 +432,83 @@ def test_no_shared_memory_file_is_mapped_while_a_job_runs(
     assert job.collect(proc) == 0, job.outputs
     assert JOURNAL_FILENAME in during
     assert not [n for n in during if n.endswith(("-shm", "-wal"))], during
+
+
+# -- 8. a short outage is ridden out; expired files are uploaded again, only those --------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_a_job_rides_out_a_restart_of_the_api_and_the_restarted_sandbox_keeps_its_state(
+    tmp_path: Path,
+) -> None:
+    port, state = free_port(), tmp_path / "tiktok.json"
+    ids = maids(20, 3000)
+    export = write_export(tmp_path / "a.txt", ids)
+    policy = RetryPolicy(attempts=3, initial_delay=0.05, max_delay=0.2, outage=20.0)
+    first = Sandbox(config=fast_config(), port=port, state_file=state)
+    await first.__aenter__()
+    token = first.issue_token(token="outage-token")
+    async with TikTokClient(
+        token, api_base=first.api_base, retry=policy, requests_per_second=None
+    ) as client:
+        job = asyncio.create_task(
+            sync_audience(
+                client, export, name="Outage", **sync_options(tmp_path, first, concurrency=2)
+            )
+        )
+        for _ in range(3000):
+            if first.request_counts().get(UPLOAD, 0) >= 4 or job.done():
+                break
+            await asyncio.sleep(0.01)
+        await first.__aexit__(None, None, None)  # the API is gone for 3 s
+        await asyncio.sleep(3.0)
+        async with Sandbox(config=fast_config(), port=port, state_file=state) as second:
+            result = await job
+            assert result.audience_id is not None
+            assert await settled(second, client, result.audience_id) == maid_digests(ids)
+            assert live_named(second, "Outage") == [result.audience_id]
+
+
+def test_a_refused_connection_names_the_real_scheme(tmp_path: Path) -> None:
+    async def connect() -> None:
+        async with TikTokClient(
+            "token",
+            api_base=f"http://127.0.0.1:{free_port()}",
+            retry=RetryPolicy(attempts=1, outage=0.0),
+            requests_per_second=None,
+        ) as client:
+            await client.list_audiences(ADVERTISER)
+
+    with pytest.raises(TransportError) as failed:
+        asyncio.run(connect())
+    assert "cannot connect to http://127.0.0.1:" in str(failed.value)
+    assert "ssl" not in str(failed.value)
+
+
+async def test_only_the_file_paths_tiktok_reports_expired_are_uploaded_again(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    ids = maids(21, 1500)
+    export = write_export(tmp_path / "a.txt", ids)
+    opts = options(tmp_path, sandbox, paths_per_call=5, max_file_bytes=100 * DIGEST_LINE)
+    async with client_for(sandbox) as client:
+        with pytest.raises(Killed):  # the create is done; two APPENDs of 5 parts pending
+            await sync_audience(client, export, name="Ttl", reporter=killed_after_create, **opts)
+        uploads = sandbox.request_counts()[UPLOAD]
+        with Journal(tmp_path / "state") as journal:
+            (job,) = journal.db.execute("SELECT id FROM jobs").fetchall()
+            parts = journal.parts(job[0])
+        for index in (7, 12):  # one part of each APPEND outlived its file_path
+            path = parts[index].file_path
+            assert path is not None
+            sandbox.state.files[path].expires = 0.0
+        result = await sync_audience(client, export, name="Ttl", **opts)
+        assert await settled(sandbox, client, result.audience_id or "") == maid_digests(ids)
+    assert uploads == 15
+    assert sandbox.request_counts()[UPLOAD] - uploads == 2

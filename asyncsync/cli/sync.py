@@ -146,6 +146,15 @@ def _check_target(name: str | None, audience_id: str | None, action: str | None)
     "job stops with exit 1 (the same command looks again before it ever creates).",
 )
 @click.option(
+    "--ride-out",
+    type=click.FloatRange(0, 3600),
+    default=120.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long requests that cannot reach the API (refused, unreachable) keep being "
+    "retried before the job fails.",
+)
+@click.option(
     "--allow-duplicate-name",
     is_flag=True,
     help="Create even when a live audience of the advertiser already has --name.",
@@ -179,6 +188,7 @@ def sync_command(
     access_token_file: str | None,
     replace_threshold: float,
     reconcile_window: float,
+    ride_out: float,
     allow_duplicate_name: bool,
     dry_run: bool,
     restart: bool,
@@ -224,6 +234,7 @@ def sync_command(
         "dry_run": dry_run,
         "restart": restart,
     }
+    job["ride_out"] = ride_out
     interrupt = _Interrupt()
     try:
         summary, members = run_async(
@@ -304,9 +315,13 @@ async def _run(
                 state_dir = stack.enter_context(
                     tempfile.TemporaryDirectory(prefix="asyncsync-sandbox-")
                 )
+        from asyncsync.tiktok.retry import RetryPolicy
+
+        job = dict(job)
+        retry = RetryPolicy(outage=job.pop("ride_out", RetryPolicy().outage))
         reporter = stack.enter_context(CliReporter(console))
         client = await stack.enter_async_context(
-            TikTokClient(token, api_base=api_base, reporter=reporter, **limits)
+            TikTokClient(token, api_base=api_base, reporter=reporter, retry=retry, **limits)
         )
         try:
             result = await sync_audience(

@@ -601,10 +601,10 @@ class JobRun:
 
     async def _perform(self, step: Step, steps: Sequence[Step]) -> None:
         """Send one operation until TikTok has it: waits out running operations (within
-        ``max_wait``), re-uploads expired files once, resends a create found not to have
-        happened (at most ``MAX_CREATE_RESENDS`` times)."""
+        ``max_wait``), re-uploads the files TikTok reports expired (only those), resends a
+        create found not to have happened (at most ``MAX_CREATE_RESENDS`` times)."""
         since = time.monotonic()
-        expired_once = False
+        expired_rounds = 0
         lost_creates = 0
         while True:
             file_paths = self._file_paths(step)
@@ -621,11 +621,13 @@ class JobRun:
                     continue
                 if await self._create(step, file_paths):
                     return
-            except FileExpiredError:
-                if expired_once:
+            except FileExpiredError as exc:
+                # Each round uploads again what TikTok named as expired (or, when it names
+                # none of the batch's file_paths, the whole batch): at most one round a part.
+                expired_rounds += 1
+                if expired_rounds > len(step.parts):
                     raise
-                expired_once = True
-                self.journal.forget_uploads(self.current.id, step.parts)
+                self.journal.forget_uploads(self.current.id, self._expired_parts(step, exc))
                 await self.upload_all()
                 continue
             lost_creates += 1
@@ -635,6 +637,16 @@ class JobRun:
                     f"{lost_creates} times and TikTok shows no such audience; rerun the same "
                     "command to try again"
                 )
+
+    def _expired_parts(self, step: Step, exc: FileExpiredError) -> list[int]:
+        """The parts of ``step`` whose file_path TikTok's 40905/40910 answer names; all of
+        them when it names none."""
+        parts = self.journal.parts(self.current.id)
+        text = f"{exc.message} {exc}"
+        named = [
+            i for i in step.parts if (path := parts[i].file_path) is not None and path in text
+        ]
+        return named or list(step.parts)
 
     async def _create(self, step: Step, file_paths: list[str]) -> bool:
         name = self.spec.name
