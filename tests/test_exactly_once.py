@@ -7,9 +7,11 @@ sandbox over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -31,7 +33,7 @@ from asyncsync.errors import (
     StateError,
     TransportError,
 )
-from asyncsync.events import AudienceOperation, Event
+from asyncsync.events import AudienceOperation, Event, JobNotice
 from asyncsync.sandbox import Sandbox, ScriptedAnswer
 from asyncsync.store.journal import JOURNAL_FILENAME, Journal
 from asyncsync.tiktok.client import TikTokClient
@@ -512,3 +514,51 @@ async def test_only_the_file_paths_tiktok_reports_expired_are_uploaded_again(
         assert await settled(sandbox, client, result.audience_id or "") == maid_digests(ids)
     assert uploads == 15
     assert sandbox.request_counts()[UPLOAD] - uploads == 2
+
+
+def test_the_cli_refuses_a_taken_name_with_exit_2_unless_duplicates_are_allowed(
+    sandbox_process: SandboxProcess, tmp_path: Path
+) -> None:
+    export = write_export(tmp_path / "a.txt", maids(22, 1500))
+
+    def sync(state: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable, "-m", "asyncsync", "sync", str(export), "--json",
+                "--advertiser-id", ADVERTISER, "--name", "Cli name",
+                "--api-base", sandbox_process.api_base, "--state-dir", str(tmp_path / state),
+                *extra,
+            ],
+            env=cli_env(tmp_path), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    first = sync("one")
+    assert first.returncode == 0, first.stderr
+    made = json.loads(first.stdout)["audience_id"]
+    refused = sync("two")
+    assert refused.returncode == 2, refused.stderr
+    assert f"--audience-id {made} --action" in refused.stderr
+    assert len(sandbox_process.audiences_named("Cli name")) == 1
+    allowed = sync("two", "--allow-duplicate-name")
+    assert allowed.returncode == 0, allowed.stderr
+    assert len(sandbox_process.audiences_named("Cli name")) == 2
+
+
+async def test_a_create_longer_than_a_day_of_operations_starts_and_says_so(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    notices: list[str] = []
+
+    def collect(event: Event) -> None:
+        if isinstance(event, JobNotice):
+            notices.append(event.message)
+
+    export = write_export(tmp_path / "a.txt", maids(23, 13000))
+    opts = options(tmp_path, sandbox, paths_per_call=1, max_file_bytes=500 * DIGEST_LINE)
+    async with client_for(sandbox) as client:
+        with pytest.raises(Paused) as paused:
+            await sync_audience(client, export, name="Long", reporter=collect, **opts)
+    assert notices and "needs 26 operations" in notices[0]
+    assert paused.value.result is not None
+    assert len(paused.value.result.pending["operations"]) == 1
+    assert len(live_named(sandbox, "Long")) == 1
