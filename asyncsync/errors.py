@@ -5,6 +5,7 @@ through its ``exit_code`` attribute (2 bad usage or input, 1 failed, 3 paused)::
 
     AsyncSyncError                     exit 1 unless a subclass says otherwise
     ├── UsageError(ValueError)         exit 2: an option or argument is wrong
+    │   └── NameTakenError             exit 2: a live audience already has the name to create
     ├── InputError                     exit 2: an input file is missing, unreadable or not text
     │   └── NoValidIdsError            exit 2: the input holds no valid ID
     ├── OutputError(OSError)           exit 2: the output directory cannot be written
@@ -43,6 +44,7 @@ __all__ = [
     "FileExpiredError",
     "InputChangedError",
     "InputError",
+    "NameTakenError",
     "NoValidIdsError",
     "OutcomeUnknownError",
     "OutputError",
