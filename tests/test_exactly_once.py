@@ -218,10 +218,10 @@ async def test_a_create_held_past_the_client_timeout_is_found_not_sent_again(
 ) -> None:
     ids = maids(8, 1500)
     export = write_export(tmp_path / "a.txt", ids)
-    sandbox.script(ScriptedAnswer(endpoint=CREATE, code=0, hold_seconds=1.5))
-    async with impatient_client(sandbox, 0.3) as client:
+    sandbox.script(ScriptedAnswer(endpoint=CREATE, code=0, hold_seconds=3.0))
+    async with impatient_client(sandbox, 1.0) as client:
         result = await sync_audience(
-            client, export, name="Late", reconcile_window=5.0, **options(tmp_path, sandbox)
+            client, export, name="Late", **options(tmp_path, sandbox, reconcile_window=15.0)
         )
         assert live_named(sandbox, "Late") == [result.audience_id]
         assert await settled(sandbox, client, result.audience_id or "") == maid_digests(ids)
@@ -233,18 +233,18 @@ async def test_a_create_not_seen_within_the_window_stops_and_the_rerun_adopts_it
 ) -> None:
     ids = maids(9, 1500)
     export = write_export(tmp_path / "a.txt", ids)
-    sandbox.script(ScriptedAnswer(endpoint=CREATE, code=0, hold_seconds=2.5))
-    async with impatient_client(sandbox, 0.3) as client:
+    sandbox.script(ScriptedAnswer(endpoint=CREATE, code=0, hold_seconds=4.0))
+    async with impatient_client(sandbox, 1.0) as client:
         with pytest.raises(OutcomeUnknownError) as stopped:
             await sync_audience(
-                client, export, name="Later", reconcile_window=1.0, **options(tmp_path, sandbox)
+                client, export, name="Later", **options(tmp_path, sandbox, reconcile_window=1.0)
             )
         assert stopped.value.exit_code == 1
         assert "outcome unknown; the same command reconciles" in str(stopped.value)
         assert live_named(sandbox, "Later") == []
-        await asyncio.sleep(2.0)  # TikTok carries the create out meanwhile
+        await asyncio.sleep(4.0)  # TikTok carries the create out meanwhile
         result = await sync_audience(
-            client, export, name="Later", reconcile_window=1.0, **options(tmp_path, sandbox)
+            client, export, name="Later", **options(tmp_path, sandbox, reconcile_window=1.0)
         )
         assert result.resumed
         assert live_named(sandbox, "Later") == [result.audience_id]

@@ -140,6 +140,7 @@ def _check_target(name: str | None, audience_id: str | None, action: str | None)
     "--reconcile-window",
     type=click.FloatRange(0, 86400),
     default=DEFAULT_RECONCILE_WINDOW,
+    envvar="ASYNCSYNC_RECONCILE_WINDOW",
     show_default=True,
     metavar="SECONDS",
     help="How long after sending it a create whose answer was lost is looked for before the "
