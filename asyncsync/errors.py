@@ -5,6 +5,7 @@ through its ``exit_code`` attribute (2 bad usage or input, 1 failed, 3 paused)::
 
     AsyncSyncError                     exit 1 unless a subclass says otherwise
     ├── UsageError(ValueError)         exit 2: an option or argument is wrong
+    │   └── NameTakenError             exit 2: a live audience already has the name to create
     ├── InputError                     exit 2: an input file is missing, unreadable or not text
     │   └── NoValidIdsError            exit 2: the input holds no valid ID
     ├── OutputError(OSError)           exit 2: the output directory cannot be written
@@ -43,6 +44,7 @@ __all__ = [
     "FileExpiredError",
     "InputChangedError",
     "InputError",
+    "NameTakenError",
     "NoValidIdsError",
     "OutcomeUnknownError",
     "OutputError",
@@ -100,6 +102,16 @@ class StateError(AsyncSyncError):
 
 class InputChangedError(StateError):
     """The input differs from the one the journaled job started from (use ``--restart``)."""
+
+
+class NameTakenError(UsageError):
+    """A live audience of the advertiser already has the name a create would give, and this
+    journal did not make it (``allow_duplicate_name`` / ``--allow-duplicate-name`` opts out).
+    ``audience_id`` is that audience."""
+
+    def __init__(self, message: str, *, audience_id: str = "") -> None:
+        super().__init__(message)
+        self.audience_id = audience_id
 
 
 class TransportError(AsyncSyncError, ConnectionError):

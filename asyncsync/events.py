@@ -15,6 +15,7 @@ __all__ = [
     "AudienceOperation",
     "ChunkHashed",
     "Event",
+    "JobNotice",
     "OperationWaiting",
     "PartUploaded",
     "PartWritten",
@@ -38,6 +39,14 @@ class StageChanged(Event):
     stage: str
     started: bool
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobNotice(Event):
+    """Something the user should know about the job's plan (a create that cannot finish
+    within today's quota, for one)."""
+
+    message: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

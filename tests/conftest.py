@@ -18,6 +18,12 @@ from helpers.sandbox import RawApi, fast_config
 from asyncsync.sandbox import FaultConfig, Sandbox
 
 
+@pytest.fixture(autouse=True)
+def short_reconcile_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI runs in the test process look for a create of unknown outcome for seconds."""
+    monkeypatch.setenv("ASYNCSYNC_RECONCILE_WINDOW", "3")
+
+
 @pytest.fixture
 async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
     """A started Sandbox (TikTok's limits, ``operation_seconds=0.05``, no faults)."""

@@ -18,8 +18,14 @@ from helpers.ids import DIGEST_LINE, maids
 from helpers.sandbox import client_for, sync_options
 
 from asyncsync import SyncResult, sync_audience
-from asyncsync.errors import AsyncSyncError, InputChangedError, Paused, UsageError
-from asyncsync.events import Event, PartWritten
+from asyncsync.errors import (
+    AsyncSyncError,
+    InputChangedError,
+    NameTakenError,
+    Paused,
+    UsageError,
+)
+from asyncsync.events import AudienceOperation, Event, PartWritten
 from asyncsync.sandbox import Sandbox
 from asyncsync.store.journal import JOURNAL_FILENAME
 from asyncsync.tiktok.client import TikTokClient
@@ -122,13 +128,23 @@ async def test_an_edited_input_of_an_unfinished_create_is_refused_by_both(
     export = write_ids(tmp_path / "changing.txt", maids(2, 1200))
     opts = sync_options(tmp_path, sandbox, paths_per_call=2, max_file_bytes=300 * DIGEST_LINE)
     async with client_for(sandbox) as client:
-        with pytest.raises(Paused):
-            await sync_audience(client, export, name="c", **opts | {"max_wait": 0.0})
+        with pytest.raises(_Killed):  # the create is done, its APPENDs pending
+            await sync_audience(client, export, name="c", reporter=_killed_after_create, **opts)
         write_ids(export, maids(3, 1300))
         refused = await agree(client, sandbox, tmp_path, export, name="c", **opts)
         assert isinstance(refused, InputChangedError)
+        # The abandoned job made the audience: both refuse to make a second one of the name.
         restarted = await agree(client, sandbox, tmp_path, export, name="c", restart=True, **opts)
-        assert isinstance(restarted, SyncResult) and not restarted.resumed
+        assert isinstance(restarted, NameTakenError)
+
+
+class _Killed(Exception):
+    """Stands for the process being killed."""
+
+
+def _killed_after_create(event: Event) -> None:
+    if isinstance(event, AudienceOperation) and event.done and event.action == "create":
+        raise _Killed
 
 
 async def test_member_floor_and_400_audiences_are_problems_of_both(

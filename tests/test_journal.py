@@ -42,12 +42,12 @@ def _job(journal: Journal, *, target: str = "name:n", now: float = 1000.0) -> in
     return job.id
 
 
-def test_journal_is_created_private_in_wal_mode(tmp_path: Path) -> None:
+def test_journal_is_created_private_with_a_rollback_journal(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with Journal(state) as journal:
         _job(journal)
         mode = journal.db.execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
+    assert mode == "delete"  # no companion file holds committed state
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert stat.S_IMODE((state / JOURNAL_FILENAME).stat().st_mode) == 0o600
 

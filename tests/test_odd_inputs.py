@@ -246,8 +246,11 @@ def test_a_job_reading_a_fifo_is_journaled_but_not_resumable(tmp_path: Path) -> 
     regular.write_text(MAID + "\n")
     fingerprint, resumable = input_fingerprint([str(fifo)], {}, 500)
     assert not resumable
-    assert fingerprint["inputs"] == [{"path": str(fifo)}]
-    assert input_fingerprint([str(regular)], {}, 500)[1]
+    assert fingerprint["inputs"] == [{"path": str(fifo)}]  # not read for a digest
+    local, resumable = input_fingerprint([str(regular)], {}, 500)
+    assert resumable and "xxh3" in local["inputs"][0]
+    mixed, resumable = input_fingerprint([str(regular), str(fifo)], {}, 500)
+    assert not resumable and mixed["inputs"] == [local["inputs"][0], {"path": str(fifo)}]
 
 
 # -- NUL bytes ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from helpers.ids import maids
 from helpers.sandbox import client_for, sync_options
 
 from asyncsync import sync_audience
-from asyncsync.errors import InputError, Paused, UsageError
+from asyncsync.errors import InputError, NameTakenError, Paused, UsageError
 from asyncsync.pipeline import PrepareResult, prepare
 from asyncsync.sandbox import Sandbox
 from asyncsync.tiktok.client import TikTokClient
@@ -158,6 +158,33 @@ async def test_inputs_and_prepared_together_are_refused(sandbox: Sandbox, tmp_pa
             await sync_audience(
                 client, prepared=tmp_path / "nothing", name="n", **options(tmp_path, sandbox)
             )
+
+
+async def test_a_delivery_looks_its_name_up_before_it_creates(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    prepared = await prepared_dir(tmp_path, 9, 1500)
+    async with client_for(sandbox) as client:
+        first = await sync_audience(
+            client, prepared=prepared.out_dir, name="Delivered", **options(tmp_path, sandbox)
+        )
+        # Another state dir (a second machine, a lost disk): the name is taken, nothing created.
+        elsewhere = options(tmp_path, sandbox, state_dir=tmp_path / "other-home")
+        with pytest.raises(NameTakenError) as refused:
+            await sync_audience(client, prepared=prepared.out_dir, name="Delivered", **elsewhere)
+        assert refused.value.exit_code == 2
+        assert refused.value.audience_id == first.audience_id
+        assert f"--audience-id {first.audience_id} --action" in str(refused.value)
+        named = [a for a in await client.list_audiences(ADVERTISER) if a.name == "Delivered"]
+        assert [a.audience_id for a in named] == [first.audience_id]
+        second = await sync_audience(
+            client,
+            prepared=prepared.out_dir,
+            name="Delivered",
+            allow_duplicate_name=True,
+            **elsewhere,
+        )
+    assert second.audience_id != first.audience_id
 
 
 async def test_a_dry_run_plans_the_delivery_and_leaves_the_directory_alone(

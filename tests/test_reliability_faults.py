@@ -21,6 +21,7 @@ from helpers.ids import write_maids
 from helpers.process import TOKEN, SandboxProcess, cli_env
 
 from asyncsync import sync_audience
+from asyncsync.errors import OutcomeUnknownError
 from asyncsync.events import Event, PartUploaded
 from asyncsync.sandbox import FaultConfig, Sandbox
 from asyncsync.tiktok.client import TikTokClient
@@ -65,18 +66,24 @@ async def test_fault_storm_of_a_million_ids_ends_with_the_exact_set(
     async with sandbox_factory(faults=STORM, min_members=1) as sb:
         started = time.monotonic()
         async with client_for(sb, sb.issue_token()) as client:
-            result = await sync_audience(
-                client,
-                export,
-                advertiser_id=ADVERTISER,
-                name="storm",
-                state_dir=tmp_path / "state",
-                max_file_bytes=250_000,
-                paths_per_call=20,
-                concurrency=4,
-                workers=2,
-                poll_interval=0.02,
-            )
+            for _ in range(10):  # a create whose answer a fault took stops the run: rerun
+                try:
+                    result = await sync_audience(
+                        client,
+                        export,
+                        advertiser_id=ADVERTISER,
+                        name="storm",
+                        state_dir=tmp_path / "state",
+                        max_file_bytes=250_000,
+                        paths_per_call=20,
+                        concurrency=4,
+                        workers=2,
+                        poll_interval=0.02,
+                        reconcile_window=1.0,
+                    )
+                    break
+                except OutcomeUnknownError:
+                    continue
         elapsed = time.monotonic() - started
         faults = sb.fault_counts()
         audiences = sb.state.snapshot()["audiences"]

@@ -26,6 +26,7 @@ from asyncsync.events import (
     AudienceOperation,
     ChunkHashed,
     Event,
+    JobNotice,
     OperationWaiting,
     PartUploaded,
     PartWritten,
@@ -174,6 +175,11 @@ class CliReporter:
                 self._progress.console.print(f"[yellow]{text}[/]")
             else:
                 self._log(text)
+        elif isinstance(event, JobNotice):
+            if self._progress is not None:
+                self._progress.console.print(f"[yellow]{event.message}[/]")
+            else:
+                self._log(event.message)
         elif isinstance(event, StageChanged):
             if self._bars() and not event.started:
                 self._finish_stage(event.stage)

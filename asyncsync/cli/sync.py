@@ -34,7 +34,12 @@ from asyncsync.cli.common import (
 from asyncsync.cli.progress import CliReporter, summary_table
 from asyncsync.credentials import resolve_access_token
 from asyncsync.errors import InputError, Paused, UsageError
-from asyncsync.jobs.spec import CLI_NAMES, DEFAULT_REPLACE_THRESHOLD, JobSpec
+from asyncsync.jobs.spec import (
+    CLI_NAMES,
+    DEFAULT_RECONCILE_WINDOW,
+    DEFAULT_REPLACE_THRESHOLD,
+    JobSpec,
+)
 from asyncsync.pipeline.external import is_external
 from asyncsync.rules.limits import DEFAULT_API_BASE, MAX_FILE_PATHS_PER_CALL
 
@@ -137,6 +142,30 @@ def _check_target(name: str | None, audience_id: str | None, action: str | None)
     help="mirror: send a REPLACE instead of APPEND + REMOVE when the added and removed IDs "
     "exceed this fraction of the audience as last delivered.",
 )
+@click.option(
+    "--reconcile-window",
+    type=click.FloatRange(0, 86400),
+    default=DEFAULT_RECONCILE_WINDOW,
+    envvar="ASYNCSYNC_RECONCILE_WINDOW",
+    show_default=True,
+    metavar="SECONDS",
+    help="How long after sending it a create whose answer was lost is looked for before the "
+    "job stops with exit 1 (the same command looks again before it ever creates).",
+)
+@click.option(
+    "--ride-out",
+    type=click.FloatRange(0, 3600),
+    default=120.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long requests that cannot reach the API (refused, unreachable) keep being "
+    "retried before the job fails.",
+)
+@click.option(
+    "--allow-duplicate-name",
+    is_flag=True,
+    help="Create even when a live audience of the advertiser already has --name.",
+)
 @click.option("--dry-run", is_flag=True, help="Plan and report; send nothing.")
 @click.option("--restart", is_flag=True, help="Abandon the journaled job and start over.")
 @click.option(
@@ -166,6 +195,9 @@ def sync_command(
     api_base: str,
     access_token_file: str | None,
     replace_threshold: float,
+    reconcile_window: float,
+    ride_out: float,
+    allow_duplicate_name: bool,
     dry_run: bool,
     restart: bool,
     sandbox: bool,
@@ -218,10 +250,13 @@ def sync_command(
         "paths_per_call": paths_per_call,
         "max_wait": max_wait,
         "replace_threshold": replace_threshold,
+        "reconcile_window": reconcile_window,
+        "allow_duplicate_name": allow_duplicate_name,
         "dry_run": dry_run,
         "restart": restart,
         "prepared": prepared,
     }
+    job["ride_out"] = ride_out
     try:
         # SIGINT or SIGTERM cancels the job, which leaves the journal as it stood: Interrupted.
         summary, members = run_async(
@@ -268,9 +303,13 @@ async def _run(
                 state_dir = stack.enter_context(
                     tempfile.TemporaryDirectory(prefix="asyncsync-sandbox-")
                 )
+        from asyncsync.tiktok.retry import RetryPolicy
+
+        job = dict(job)
+        retry = RetryPolicy(outage=job.pop("ride_out", RetryPolicy().outage))
         reporter = stack.enter_context(CliReporter(console))
         client = await stack.enter_async_context(
-            TikTokClient(token, api_base=api_base, reporter=reporter, **limits)
+            TikTokClient(token, api_base=api_base, reporter=reporter, retry=retry, **limits)
         )
         try:
             result = await sync_audience(

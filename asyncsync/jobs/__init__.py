@@ -23,6 +23,7 @@ from asyncsync.jobs.result import SyncResult
 from asyncsync.jobs.runner import JobRun, as_inputs, default_state_dir
 from asyncsync.jobs.source import DeliveredParts, PartSource, PreparedInputs
 from asyncsync.jobs.spec import (
+    DEFAULT_RECONCILE_WINDOW,
     DEFAULT_REPLACE_THRESHOLD,
     JobAction,
     JobSpec,
@@ -59,6 +60,8 @@ async def sync_audience(
     poll_interval: float = 1.0,
     replace_threshold: float = DEFAULT_REPLACE_THRESHOLD,
     prepared: str | os.PathLike[str] | None = None,
+    reconcile_window: float = DEFAULT_RECONCILE_WINDOW,
+    allow_duplicate_name: bool = False,
     **prepare_options: Any,
 ) -> SyncResult:
     """Prepare ``inputs``, upload the parts and create or update a TikTok audience.
@@ -84,19 +87,27 @@ async def sync_audience(
     arguments resumes an unfinished job: parts already uploaded are not uploaded again, operations
     already done are skipped, and an operation whose outcome was lost is reconciled with TikTok's
     state first (a create is looked up by name, an update in the audience's history), so a job
-    never creates two audiences. When the same job with the same, unchanged input already
-    finished, nothing is sent and its earlier result is returned with ``resumed=True``
-    (``restart=True`` runs it again). A finished job's prepared parts are deleted; the journal
-    keeps their MD5s and file_paths. Standard input (``"-"``) cannot be fingerprinted: a job that
-    reads it is journaled (its operations count against the quotas) but never resumed. An input
-    in object storage (``s3://``...) or a Parquet dataset is identified by what its store says
-    about it (ETag, version, size, mtime).
+    never creates two audiences. A create whose answer was lost or ambiguous is looked for until
+    ``reconcile_window`` seconds (default 300) after it was sent; if it is still not seen, the
+    job stops with :class:`OutcomeUnknownError` and the same call looks again before it ever
+    creates. A name is an identity: a create (or a mirror by ``name``) is refused with
+    :class:`NameTakenError` when a live audience of the advertiser already has the name and
+    this journal did not make it for this job, unless ``allow_duplicate_name=True``. When the
+    same job with the same, unchanged input already finished, nothing is sent and its earlier
+    result is returned with ``resumed=True`` (``restart=True`` runs it again). A finished job's
+    prepared parts are deleted; the journal keeps their MD5s and file_paths. A local input file
+    is identified by its content (an XXH3-128 digest), not its mtime. Standard input (``"-"``,
+    or another stream: a pipe, a FIFO) cannot be fingerprinted: a job that reads it is journaled
+    (its operations count against the quotas) but never resumed. An input in object storage
+    (``s3://``...) or a Parquet dataset is identified by what its store says about it (ETag,
+    version, size, mtime), without reading it.
 
     ``prepared`` (instead of ``inputs``): deliver the parts of a directory (or URL) written by
     ``prepare``, each checked against its manifest (size and MD5) before any request
     (:mod:`asyncsync.pipeline.prepared`; a remote directory's parts are staged under
     ``state_dir``). The manifest's options are the job's: ``prepare_options`` may only confirm
-    its ``id_type``/``hash_algo`` (another calculate_type is refused). Not with ``"mirror"``.
+    its ``id_type``/``hash_algo`` (another calculate_type is refused). Not with ``"mirror"``. A
+    create from a prepared directory looks its name up first, like any create.
 
     ``dry_run=True`` takes the real run's path up to its first write (the same job lookup and
     refusals, the same checks of TikTok's state, the same plan) and returns a result whose
@@ -121,6 +132,8 @@ async def sync_audience(
         max_wait=max_wait,
         poll_interval=poll_interval,
         replace_threshold=replace_threshold,
+        reconcile_window=reconcile_window,
+        allow_duplicate_name=allow_duplicate_name,
     )
     state = Path(state_dir) if state_dir is not None else default_state_dir()
     source: PartSource

@@ -10,11 +10,12 @@ adopted when an audience of its name appeared that nothing else in the journal o
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from asyncsync.errors import UsageError
+from asyncsync.errors import OutcomeUnknownError, UsageError
 from asyncsync.jobs.plan import epoch_of
 from asyncsync.jobs.spec import JobSpec
 from asyncsync.store.journal import Journal, OperationKind, OperationRow, Outcome
@@ -29,7 +30,9 @@ HISTORY_SIZE: Final = 50
 HISTORY_SLACK_S: Final = 2.0
 """TikTok's ``opt_time`` has one-second resolution: allow for it when matching an intent."""
 RECONCILE_LOOKS: Final = 3
-"""Times the audience list is read before concluding that a create did not happen."""
+"""Times, at least, the audience list is read before concluding that a create did not happen."""
+MAX_LOOK_INTERVAL_S: Final = 30.0
+"""The longest pause between two reads of the audience list while looking for a create."""
 
 
 async def get_audience(
@@ -53,6 +56,8 @@ class Reconciler:
     api_base: str
     clock: Callable[[], float]
     poll_interval: float
+    window: float
+    """Seconds after its intent that a create of unknown outcome is looked for."""
 
     async def settle(self, job_id: int, audience_id: str | None) -> list[str]:
         """Settle every operation of the job whose outcome is unknown; returns the audiences
@@ -70,24 +75,42 @@ class Reconciler:
                 await self.update(op, op.audience_id or audience_id)
         return adopted
 
-    async def create(self, op: OperationRow) -> str | None:
+    async def create(self, op: OperationRow, *, live: bool = False) -> str | None:
         """Did this create happen? Look for an audience of that name that did not exist before
         the intent and that no journaled job owns; adopt it (the journal makes it the job's
-        audience), or record that none was made. Returns the adopted audience."""
+        audience), or record that none was made. Returns the adopted audience.
+
+        TikTok may carry a create out long after its request went unanswered, so the audience
+        is looked for (backing off) until ``window`` seconds after the intent. ``live``: the
+        create was just sent by this run; if the window passes without a sign of it, its
+        outcome stays unknown and :class:`OutcomeUnknownError` stops the job (the same command
+        looks again before it ever creates). Otherwise (a rerun settling the intent) an
+        audience still absent once the window has passed is taken as not made.
+        """
         name = self.spec.name
         known = set(op.detail.get("known_ids", ())) | self.journal.claimed_audience_ids(
             self.api_base, self.spec.advertiser_id
         )
+        loop = asyncio.get_running_loop()
+        end = loop.time() + max(0.0, op.intent_at + self.window - self.clock())
+        delay = self.poll_interval
         candidates: list[Audience] = []
-        for attempt in range(RECONCILE_LOOKS):
+        for attempt in itertools.count():
             if attempt:
-                # A create that did happen may take a moment to show in the list.
-                await asyncio.sleep(self.poll_interval * attempt)
+                # A create that did happen may take a while to show in the list.
+                await asyncio.sleep(max(0.0, min(delay, end - loop.time())))
+                delay = min(delay * 2, MAX_LOOK_INTERVAL_S)
             audiences = await self.client.list_audiences(self.spec.advertiser_id)
             candidates = [a for a in audiences if a.name == name and a.audience_id not in known]
-            if candidates:
+            if candidates or (attempt + 1 >= RECONCILE_LOOKS and loop.time() >= end):
                 break
         if not candidates:
+            if live:
+                raise OutcomeUnknownError(
+                    f"creating audience {name!r}: TikTok did not answer and the audience did "
+                    f"not appear within {self.window:.0f} s; outcome unknown; the same command "
+                    "reconciles (it looks for the audience again before it ever creates one)"
+                )
             self.journal.finish_operation(
                 op.id, Outcome.ABSENT, now=self.clock(), detail={"reconciled": True}
             )

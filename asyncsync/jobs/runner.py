@@ -27,6 +27,7 @@ from asyncsync.errors import (
     AudienceBusyError,
     FileExpiredError,
     InputChangedError,
+    NameTakenError,
     OutcomeUnknownError,
     Paused,
     QuotaExceededError,
@@ -36,7 +37,7 @@ from asyncsync.errors import (
     UsageError,
 )
 from asyncsync.events import AudienceOperation, OperationWaiting, Reporter, StageChanged
-from asyncsync.jobs.plan import QuotaUse, Step, iso_utc, quota_use
+from asyncsync.jobs.plan import QuotaUse, Step, epoch_of, iso_utc, quota_use
 from asyncsync.jobs.reconcile import Reconciler, get_audience
 from asyncsync.jobs.result import SyncResult
 from asyncsync.jobs.source import PartSource
@@ -53,7 +54,7 @@ from asyncsync.store.journal import (
     OperationRow,
     Outcome,
 )
-from asyncsync.tiktok.audience_state import operation_running
+from asyncsync.tiktok.audience_state import is_expired, operation_running
 from asyncsync.tiktok.client import TikTokClient
 from asyncsync.tiktok.wire import Audience
 
@@ -133,6 +134,7 @@ class JobRun:
             api_base=self.api_base,
             clock=clock,
             poll_interval=settings.poll_interval,
+            window=settings.reconcile_window,
         )
 
     # -- the job ---------------------------------------------------------------------------
@@ -212,9 +214,21 @@ class JobRun:
         if not self.resumable:
             return None
         job = self.journal.find_job(self.key)
-        if job is None or job.status is JobStatus.DONE:
+        if job is None or job.status is JobStatus.DONE or self._restart_continues(job):
             return None
         return job if restart or self._supersedes(job) else None
+
+    def _restart_continues(self, job: JobRow) -> bool:
+        """``--restart`` of an unfinished create that already made its audience, with the same
+        input (by content): starting over would make a second audience of the name, so the
+        job continues into the one it made (its remaining APPENDs)."""
+        return (
+            self.spec.audience_id is None
+            and self.spec.action == "create"
+            and job.status is not JobStatus.DONE
+            and job.audience_id is not None
+            and job.fingerprint == self.fingerprint
+        )
 
     def choose_job(self, restart: bool) -> JobChoice:
         """The journaled job this call continues, or the one it abandons; reads only.
@@ -227,7 +241,7 @@ class JobRun:
         job = self.journal.find_job(self.key)
         if job is None:
             return JobChoice(None)
-        if restart:
+        if restart and not self._restart_continues(job):
             return JobChoice(None, abandon=job if job.status is not JobStatus.DONE else None)
         if self._supersedes(job):
             return JobChoice(None, abandon=job, superseded=True)
@@ -240,6 +254,12 @@ class JobRun:
                 for op in self.journal.operations(job.id)
             ):
                 change += f"; job {job.id} sent a create whose outcome is still unknown"
+            if job.audience_id is not None and self.spec.audience_id is None:
+                change += (
+                    f"; job {job.id} already made audience {job.audience_id}, which --restart "
+                    "continues only with the same input (to deliver this one: --audience-id "
+                    f"{job.audience_id} --action replace)"
+                )
             raise InputChangedError(
                 f"the input changed since job {job.id} began ({change}); "
                 "rerun with --restart to start the job over"
@@ -420,7 +440,9 @@ class JobRun:
         """Read-only checks before uploading: the audience exists and can take these files
         (returned), or the advertiser has room for another audience (None)."""
         if audience_id is None:
-            self.check_room(await self.client.list_audiences(self.spec.advertiser_id))
+            audiences = await self.client.list_audiences(self.spec.advertiser_id)
+            self.check_room(audiences)
+            self.check_name(audiences)
             return None
         audience = await self.get_audience(audience_id)
         if audience.is_expiring:
@@ -447,6 +469,66 @@ class JobRun:
                 f"TikTok's limit is {MAX_AUDIENCES_PER_ADVERTISER}: delete some "
                 "(asyncsync audiences delete) before creating another"
             )
+
+    def _same_name(self, audiences: Sequence[Audience], mine: str | None) -> list[Audience]:
+        """The live audiences of ``audiences`` named as this job's create would name its own,
+        other than ``mine``, the oldest first."""
+        return sorted(
+            (
+                a
+                for a in audiences
+                if a.name == self.spec.name and a.audience_id != mine and not is_expired(a)
+            ),
+            key=_created_order,
+        )
+
+    def check_name(self, audiences: Sequence[Audience]) -> None:
+        """A name is an identity: refuse to create an audience when a live one of the
+        advertiser already has the name (unless ``allow_duplicate_name``). The strategy has
+        already continued into an audience of the name that this job may continue (see
+        ``docs/jobs.md``); any left was made elsewhere, or by an earlier finished job."""
+        if self.spec.name is None or self.settings.allow_duplicate_name:
+            return
+        taken = self._same_name(audiences, None)
+        if not taken:
+            return
+        found = taken[0].audience_id
+        claimed = self.journal.advertiser_audience_ids(self.spec.advertiser_id)
+        where = (
+            "an earlier job of this journal made it"
+            if found in claimed
+            else "this journal did not make it (another state directory, machine or tool)"
+        )
+        action = "mirror" if self.spec.action == "mirror" else "append|replace|mirror"
+        raise NameTakenError(
+            f"advertiser {self.spec.advertiser_id} already has a live audience named "
+            f"{self.spec.name!r}: {found} ({where}); refusing to create a second one. "
+            f"To update it: asyncsync sync INPUT... --audience-id {found} --action {action} "
+            "(or pass --allow-duplicate-name to create another audience of that name)",
+            audience_id=found,
+        )
+
+    async def _check_race(self, audience_id: str) -> None:
+        """After a create: when another run created an audience of the same name at the same
+        time, the older one (by create_time, then ID) stays; the younger run deletes its own,
+        just made, and stops naming the other. Both runs decide alike from the same list."""
+        if self.spec.name is None or self.settings.allow_duplicate_name:
+            return
+        audiences = await self.client.list_audiences(self.spec.advertiser_id)
+        rivals = self._same_name(audiences, audience_id)
+        mine = [a for a in audiences if a.audience_id == audience_id]
+        if not rivals or min(rivals + mine, key=_created_order).audience_id == audience_id:
+            return
+        await self.client.delete_audiences(self.spec.advertiser_id, [audience_id])
+        self.journal.set_status(self.current.id, JobStatus.ABANDONED, now=self.clock())
+        found = rivals[0].audience_id
+        raise NameTakenError(
+            f"audience {found} named {self.spec.name!r} was created by another run at the same "
+            f"time; this run deleted its own, {audience_id}, so that the name stays unique. To "
+            f"update {found}: asyncsync sync INPUT... --audience-id {found} --action "
+            "append|replace|mirror",
+            audience_id=found,
+        )
 
     async def get_audience(self, audience_id: str) -> Audience:
         return await get_audience(self.client, self.spec.advertiser_id, audience_id)
@@ -524,10 +606,10 @@ class JobRun:
 
     async def _perform(self, step: Step, steps: Sequence[Step]) -> None:
         """Send one operation until TikTok has it: waits out running operations (within
-        ``max_wait``), re-uploads expired files once, resends a create found not to have
-        happened (at most ``MAX_CREATE_RESENDS`` times)."""
+        ``max_wait``), re-uploads the files TikTok reports expired (only those), resends a
+        create found not to have happened (at most ``MAX_CREATE_RESENDS`` times)."""
         since = time.monotonic()
-        expired_once = False
+        expired_rounds = 0
         lost_creates = 0
         while True:
             file_paths = self._file_paths(step)
@@ -544,11 +626,13 @@ class JobRun:
                     continue
                 if await self._create(step, file_paths):
                     return
-            except FileExpiredError:
-                if expired_once:
+            except FileExpiredError as exc:
+                # Each round uploads again what TikTok named as expired (or, when it names
+                # none of the batch's file_paths, the whole batch): at most one round a part.
+                expired_rounds += 1
+                if expired_rounds > len(step.parts):
                     raise
-                expired_once = True
-                self.journal.forget_uploads(self.current.id, step.parts)
+                self.journal.forget_uploads(self.current.id, self._expired_parts(step, exc))
                 await self.upload_all()
                 continue
             lost_creates += 1
@@ -559,11 +643,22 @@ class JobRun:
                     "command to try again"
                 )
 
+    def _expired_parts(self, step: Step, exc: FileExpiredError) -> list[int]:
+        """The parts of ``step`` whose file_path TikTok's 40905/40910 answer names; all of
+        them when it names none."""
+        parts = self.journal.parts(self.current.id)
+        text = f"{exc.message} {exc}"
+        named = [
+            i for i in step.parts if (path := parts[i].file_path) is not None and path in text
+        ]
+        return named or list(step.parts)
+
     async def _create(self, step: Step, file_paths: list[str]) -> bool:
         name = self.spec.name
         assert name is not None
         audiences = await self.client.list_audiences(self.spec.advertiser_id)
         self.check_room(audiences)
+        self.check_name(audiences)
         known = sorted(a.audience_id for a in audiences if a.name == name)
         op_id = self.journal.begin_operation(
             self.current,
@@ -584,7 +679,7 @@ class JobRun:
                 self.spec.advertiser_id, name, file_paths, self.calculate_type
             )
         except OutcomeUnknownError:
-            adopted = await self.reconciler.create(self._operation(op_id))
+            adopted = await self.reconciler.create(self._operation(op_id), live=True)
             if adopted is None:
                 return False
             self.refresh()
@@ -599,6 +694,7 @@ class JobRun:
             op_id, Outcome.DONE, now=self.clock(), audience_id=audience_id
         )
         self.refresh()
+        await self._check_race(audience_id)
         self.strategy.on_audience_created(self, audience_id)
         self.reporter(
             AudienceOperation(
@@ -667,6 +763,11 @@ class JobRun:
             if op.id == op_id:
                 return op
         raise StateError(f"operation {op_id} is not in the journal")
+
+
+def _created_order(audience: Audience) -> tuple[float, str]:
+    t = epoch_of(audience.create_time)
+    return (t if t is not None else float("inf"), audience.audience_id)
 
 
 def _all_intact(parts: Sequence[PartUpload], sizes: Sequence[int]) -> bool:

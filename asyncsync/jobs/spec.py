@@ -2,8 +2,9 @@
 from, the run settings, and the fingerprint of its input. The library and the CLI both check
 arguments here.
 
-No I/O beyond a stat of the inputs (for an object in a store or a Parquet dataset, what its
-store says about it: :func:`~asyncsync.pipeline.external.input_identity`).
+No I/O beyond reading local input files for their fingerprint (:func:`input_fingerprint`); for
+an object in a store or a Parquet dataset, what its store says about it
+(:func:`~asyncsync.pipeline.external.input_identity`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
+
+import xxhash
 
 from asyncsync.errors import InputError, UsageError
 from asyncsync.pipeline.external import input_identity, is_external
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLI_NAMES",
+    "DEFAULT_RECONCILE_WINDOW",
     "DEFAULT_REPLACE_THRESHOLD",
     "LIBRARY_NAMES",
     "STDIN",
@@ -43,6 +47,10 @@ DEFAULT_REPLACE_THRESHOLD: Final = 0.5
 """Mirror: REPLACE instead of APPEND + REMOVE when ``added + removed`` exceeds this fraction of
 the audience as last delivered. At 0.5 the diff still uploads at most about half the bytes of
 a REPLACE, and TikTok's one REPLACE a day stays free for the days that need it."""
+
+DEFAULT_RECONCILE_WINDOW: Final = 300.0
+"""Seconds after its intent during which a create of unknown outcome is looked for: TikTok has
+been seen carrying a create out well after the client's 60 s timeout, from its own queue."""
 
 
 class JobAction(StrEnum):
@@ -177,6 +185,11 @@ class RunSettings:
     ``paths_per_call`` file_paths per audience operation (1..500); a running operation is
     waited for, polling every ``poll_interval`` seconds and backing off, at most ``max_wait``
     seconds; ``replace_threshold`` is the mirror's switch from a diff to a REPLACE.
+
+    ``reconcile_window``: how long after its intent a create whose answer was lost or ambiguous
+    is looked for (TikTok may carry a create out minutes after its request timed out) before
+    it is taken as not made; ``allow_duplicate_name``: create even when a live audience of the
+    advertiser already has the name (otherwise refused, see ``docs/jobs.md``).
     """
 
     concurrency: int = 8
@@ -184,6 +197,8 @@ class RunSettings:
     max_wait: float = 900.0
     poll_interval: float = 1.0
     replace_threshold: float = DEFAULT_REPLACE_THRESHOLD
+    reconcile_window: float = DEFAULT_RECONCILE_WINDOW
+    allow_duplicate_name: bool = False
 
     def __post_init__(self) -> None:
         c = self.concurrency
@@ -199,6 +214,11 @@ class RunSettings:
         t = self.replace_threshold
         if isinstance(t, bool) or not isinstance(t, int | float) or not t >= 0:
             raise UsageError(f"replace_threshold must be a number >= 0, not {t!r}")
+        w = self.reconcile_window
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w <= 86400:
+            raise UsageError(f"reconcile_window must be in [0, 86400] seconds, not {w!r}")
+        object.__setattr__(self, "reconcile_window", float(w))
+        object.__setattr__(self, "allow_duplicate_name", bool(self.allow_duplicate_name))
         object.__setattr__(self, "max_wait", float(self.max_wait))
         object.__setattr__(self, "poll_interval", float(self.poll_interval))
         object.__setattr__(self, "replace_threshold", float(t))
@@ -209,13 +229,14 @@ def input_fingerprint(
     prepare_fingerprint: Mapping[str, Any],
     paths_per_call: int,
 ) -> tuple[dict[str, Any], bool]:
-    """(fingerprint, resumable): absolute paths, sizes and mtimes of the inputs (for a URL or
-    a Parquet dataset, what its store says about it: ETag, version, size, mtime, of each file of
-    a dataset), the prepare options that change the parts, and ``paths_per_call``. A stream
-    (``-``, a pipe, a FIFO: see ``is_stream``) cannot be fingerprinted, so a job reading one is
-    not resumable. Raises
-    InputError for a missing input.
-    """
+    """(fingerprint, resumable): absolute paths, sizes and content digests (XXH3-128) of the
+    local input files (for a URL or a Parquet dataset, what its store says about it: ETag,
+    version, size, mtime, of each file of a dataset, without reading it), the prepare options
+    that change the parts, and ``paths_per_call``. A local file is identified by its bytes, not
+    its mtime: a file touched or rewritten with the same bytes is the same input. A stream
+    (``-``, a pipe, a FIFO: see ``is_stream``) cannot be fingerprinted (nor digested), so a job
+    reading one is not resumable. Raises InputError for a missing or unreadable input. Reads
+    every local file once (call it off the event loop)."""
     entries: list[dict[str, Any]] = []
     resumable = True
     for raw in inputs:
@@ -236,7 +257,11 @@ def input_fingerprint(
             raise InputError(f"{text}: cannot read it: {exc.strerror or exc}", path=text) from exc
         if not os.path.isfile(path):
             raise InputError(f"{text}: not a regular file", path=text)
-        entries.append({"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        try:
+            digest = _content_digest(path)
+        except OSError as exc:
+            raise InputError(f"{text}: cannot read it: {exc.strerror or exc}", path=text) from exc
+        entries.append({"path": path, "size": st.st_size, "xxh3": digest})
     fingerprint = {
         "inputs": entries,
         "prepare": dict(prepare_fingerprint),
@@ -261,6 +286,15 @@ def prepared_fingerprint(delivery: PreparedDir, paths_per_call: int) -> dict[str
     }
 
 
+def _content_digest(path: str) -> str:
+    """XXH3-128 of the file's bytes (several GB/s: the disk is the limit)."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def inputs_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """Whether the input files differ between two fingerprints (a change of options alone
     does not make a new export)."""
@@ -279,7 +313,9 @@ def describe_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
         a, b = old_inputs[path], new_inputs[path]
         if a.get("size") != b.get("size"):
             changes.append(f"{path} changed size ({a.get('size')} -> {b.get('size')} bytes)")
-        elif a != b:  # mtime, ETag, version, a dataset's files, a manifest's MD5
+        elif "xxh3" in a and "xxh3" in b and a != b:
+            changes.append(f"{path} was modified (same size, other bytes)")
+        elif a != b:  # ETag, version, a dataset's files, a manifest's MD5
             changes.append(f"{path} was modified")
     if not changes and list(old_inputs) != list(new_inputs):
         changes.append("the inputs are given in another order")

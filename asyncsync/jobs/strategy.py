@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from asyncsync.errors import UsageError
-from asyncsync.events import PartUploaded
+from asyncsync.events import JobNotice, PartUploaded
 from asyncsync.jobs.plan import PlanReport, Step, build_steps, floor_problem
 from asyncsync.jobs.spec import JobAction
 from asyncsync.jobs.uploads import PartUpload, first_error
 from asyncsync.pipeline.parts import PartInfo
 from asyncsync.pipeline.prepare import PrepareResult
+from asyncsync.rules.limits import DAILY_FILE_OPERATIONS_PER_AUDIENCE
 from asyncsync.store.journal import JobRow, JobStatus
 
 if TYPE_CHECKING:
@@ -160,6 +161,7 @@ class DirectStrategy:
     async def before_operations(self, run: JobRun, steps: Sequence[Step], *, first: bool) -> None:
         if not first:
             return
+        self._check_today(run, steps)
         rows_of = {i: p.rows for i, p in run.journal.parts(run.current.id).items()}
         cover: int | None = None
         audience_id = run.current.audience_id
@@ -169,6 +171,34 @@ class DirectStrategy:
         problem = floor_problem(self.action, steps, rows_of, cover)
         if problem:
             raise UsageError(f"refusing to start: {problem}")
+
+    def _check_today(self, run: JobRun, steps: Sequence[Step]) -> None:
+        """A REPLACE cuts the audience to its first batch: it starts only when the APPENDs
+        that follow it fit in today's quota too (else the job pauses before sending anything,
+        saying when it can run). A create destroys nothing: it starts, saying when its APPENDs
+        beyond today's quota will be sent."""
+        limit = DAILY_FILE_OPERATIONS_PER_AUDIENCE
+        audience_id = run.current.audience_id
+        if self.action is JobAction.REPLACE and audience_id is not None:
+            use = run.quota_use(audience_id)
+            needed = len(steps)
+            if use.replaces_left < 1 or use.operations + min(needed, limit) > limit:
+                run.pause_for_quota(
+                    f"{limit} file operations and 1 REPLACE a day per audience (this REPLACE "
+                    f"and its {needed - 1} APPEND(s) need {needed} operations, "
+                    f"{use.operations_left} left today, {use.replaces_left} REPLACE left); "
+                    "nothing was sent, so that the audience is not left cut to its first batch",
+                    steps,
+                    use.day_end,
+                )
+        elif self.action is JobAction.CREATE and audience_id is None and len(steps) > limit:
+            run.reporter(
+                JobNotice(
+                    message=f"this create needs {len(steps)} operations, TikTok allows {limit} "
+                    "a day per audience: the job will pause after the first "
+                    f"{limit} and the same command sends the rest on the following day(s)"
+                )
+            )
 
     def on_audience_created(self, run: JobRun, audience_id: str) -> None:
         pass

@@ -1,7 +1,7 @@
 """The job journal: a SQLite file that records every step of a sync so that a rerun resumes it.
 
-One journal per state directory (``journal.sqlite3``, WAL mode, file mode 0600 in a 0700
-directory) holds:
+One journal per state directory (``journal.sqlite3``, a rollback journal: every commit is in
+the file itself; file mode 0600 in a 0700 directory) holds:
 
 - ``jobs``: one row per sync job, keyed by (api_base, advertiser_id, target, action) where target
   is ``name:<name>`` or ``id:<audience_id>``, with the fingerprint of its input, its status
@@ -52,11 +52,16 @@ __all__ = [
 ]
 
 JOURNAL_FILENAME: Final = "journal.sqlite3"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """1: the first release. 2: a mirror job's stored plan carries its own ``version`` (schema 1
-plans are the same fields without it: the upgrade adds ``"version": 1``)."""
+plans are the same fields without it: the upgrade adds ``"version": 1``). 3: the ``meta``
+table holds ``seq``, the count of durable writes, mirrored in ``journal.seq``."""
+SEQ_FILENAME: Final = "journal.seq"
+"""Beside the journal: the ``seq`` of its last durable write, written (and fsynced) after each
+commit. A journal whose own ``seq`` is behind it has lost committed state."""
 
 _UPGRADES: Final = {
+    3: "",
     2: "UPDATE jobs SET prepared = json_set(prepared, '$.mirror.version', 1) "
     "WHERE prepared IS NOT NULL AND json_type(prepared, '$.mirror') = 'object' "
     "AND json_type(prepared, '$.mirror.version') IS NULL;",
@@ -110,6 +115,8 @@ CREATE TABLE IF NOT EXISTS operations (
 CREATE INDEX IF NOT EXISTS operations_by_job ON operations (job_id, id);
 CREATE INDEX IF NOT EXISTS operations_by_audience
     ON operations (api_base, advertiser_id, audience_id, intent_at);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('seq', 0);
 """
 
 
@@ -275,6 +282,17 @@ def _open_problem(path: Path, exc: sqlite3.Error) -> str:
     )
 
 
+def _write_problem(path: Path, exc: sqlite3.Error) -> str:
+    """One line saying why a write to the journal failed."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")):
+        return (
+            f"cannot write the journal {path}: the state directory became read-only ({exc}); "
+            "make it writable and run the same command again (the journal is kept)"
+        )
+    return f"cannot write the journal {path}: {exc}"
+
+
 class Journal:
     """The SQLite journal of a state directory; a context manager that closes the connection.
 
@@ -288,6 +306,7 @@ class Journal:
         self.path = self.state_dir / JOURNAL_FILENAME
         self._db: sqlite3.Connection | None = None
         self._sync_level = 2
+        self._seq = 0
         self._open()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -315,7 +334,10 @@ class Journal:
             raise StateError(f"cannot open the journal {self.path}: {exc}") from exc
         db.row_factory = sqlite3.Row
         try:
-            db.execute("PRAGMA journal_mode=WAL").fetchone()
+            # A rollback journal: every commit lands in the journal file itself, so no
+            # companion file holds committed state (losing a -wal file lost jobs), and no
+            # shared-memory index is mapped (a read-only file system made it a SIGBUS).
+            db.execute("PRAGMA journal_mode=DELETE").fetchone()
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -335,13 +357,77 @@ class Journal:
                 db.executescript(
                     f"BEGIN IMMEDIATE;{_SCHEMA}{steps}PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
                 )
+            seq = db.execute("SELECT value FROM meta WHERE name = 'seq'").fetchone()[0]
         except sqlite3.Error as exc:
             db.close()
             raise StateError(_open_problem(self.path, exc)) from exc
         except BaseException:
             db.close()
             raise
+        recorded = self._recorded_seq()
+        if recorded is not None and seq < recorded:
+            db.close()
+            raise StateError(
+                f"the journal {self.path} has lost committed state: it holds {seq} writes but "
+                f"{self.seq_path.name} beside it records {recorded} (its companion files were "
+                "deleted, or it was truncated or restored from an older copy). It no longer "
+                "knows everything it sent, so nothing is run: restore the journal, or move the "
+                "state directory aside to start afresh (a create is refused anyway while an "
+                "audience of its name exists)"
+            )
+        self._seq = seq
         self._db = db
+        if recorded is None and seq:
+            self._record_seq()
+
+    @property
+    def seq_path(self) -> Path:
+        return self.state_dir / SEQ_FILENAME
+
+    def _recorded_seq(self) -> int | None:
+        """The ``seq`` in ``journal.seq``; None when there is none. A damaged file is refused."""
+        try:
+            text = self.seq_path.read_text(encoding="ascii")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StateError(f"cannot read {self.seq_path}: {exc}") from exc
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise StateError(
+                f"{self.seq_path} is damaged ({text[:40]!r}); it records how far the journal "
+                "got: restore it, or move the state directory aside to start afresh"
+            ) from None
+        return value
+
+    def _record_seq(self) -> None:
+        """Write ``seq`` to ``journal.seq`` durably (temporary file, fsync, rename, fsync of
+        the directory), after the commit it counts."""
+        tmp = self.seq_path.with_name(SEQ_FILENAME + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, f"{self._seq}\n".encode("ascii"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.seq_path)
+            dfd = os.open(self.state_dir, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            raise StateError(
+                f"cannot write {self.seq_path}: {exc.strerror or exc} (is the state directory "
+                "read-only or the disk full?)"
+            ) from exc
+
+    def _bump(self) -> None:
+        """Inside a durable write's transaction: count it."""
+        self.db.execute("UPDATE meta SET value = value + 1 WHERE name = 'seq'")
+        self._seq += 1
 
     def close(self) -> None:
         if self._db is not None:
@@ -377,7 +463,7 @@ class Journal:
         db.execute("COMMIT")
 
     def _sync(self, durable: bool) -> None:
-        # WAL with synchronous=NORMAL survives a killed process but not a power cut: enough
+        # synchronous=NORMAL survives a killed process but not a power cut: enough
         # for part uploads (a lost record costs one re-upload), not for operation intents.
         level = 2 if durable else 1
         if level != self._sync_level:
@@ -387,12 +473,19 @@ class Journal:
     def _write(
         self, sql: str, params: Iterable[Any] = (), *, durable: bool = True
     ) -> sqlite3.Cursor:
+        seq = self._seq
         try:
             self._sync(durable)
             with self._transaction(self.db):
-                return self.db.execute(sql, tuple(params))
+                cur = self.db.execute(sql, tuple(params))
+                if durable:
+                    self._bump()
         except sqlite3.Error as exc:
-            raise StateError(f"cannot write the journal {self.path}: {exc}") from exc
+            self._seq = seq
+            raise StateError(_write_problem(self.path, exc)) from exc
+        if durable:
+            self._record_seq()
+        return cur
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -500,6 +593,26 @@ class Journal:
         )
         return {r[0] for r in rows}
 
+    def advertiser_audience_ids(self, advertiser_id: str) -> set[str]:
+        """Audience IDs any journaled job of this advertiser worked on, whatever API base it
+        spelled (one TikTok can be addressed several ways)."""
+        rows = self._read(
+            "SELECT audience_id FROM jobs WHERE advertiser_id = ? AND audience_id IS NOT NULL "
+            "UNION SELECT audience_id FROM operations WHERE advertiser_id = ? "
+            "AND audience_id IS NOT NULL",
+            (advertiser_id, advertiser_id),
+        )
+        return {r[0] for r in rows}
+
+    def audiences_of_key(self, key: str) -> list[str]:
+        """The audiences the jobs of ``key`` worked on, newest job first."""
+        rows = self._read(
+            "SELECT audience_id FROM jobs WHERE key = ? AND audience_id IS NOT NULL "
+            "GROUP BY audience_id ORDER BY max(id) DESC",
+            (key,),
+        )
+        return [r[0] for r in rows]
+
     # -- parts -----------------------------------------------------------------------------
 
     def parts(self, job_id: int) -> dict[int, PartRow]:
@@ -537,6 +650,7 @@ class Journal:
     def forget_uploads(self, job_id: int, indices: Iterable[int]) -> None:
         """Forget the file_paths of these parts (TikTok reported them expired)."""
         idx = list(indices)
+        seq = self._seq
         try:
             self._sync(True)
             with self._transaction(self.db):
@@ -545,8 +659,11 @@ class Journal:
                     "WHERE job_id = ? AND idx = ?",
                     [(job_id, i) for i in idx],
                 )
+                self._bump()
         except sqlite3.Error as exc:
-            raise StateError(f"cannot write the journal {self.path}: {exc}") from exc
+            self._seq = seq
+            raise StateError(_write_problem(self.path, exc)) from exc
+        self._record_seq()
 
     # -- operations ------------------------------------------------------------------------
 
@@ -594,9 +711,11 @@ class Journal:
         row = self._read("SELECT detail FROM operations WHERE id = ?", (op_id,))
         merged = json.loads(row[0][0]) if row else {}
         merged.update(detail or {})
+        seq = self._seq
         try:
             self._sync(True)
             with self._transaction(self.db):
+                self._bump()
                 self.db.execute(
                     "UPDATE operations SET outcome = ?, result_at = ?, "
                     "audience_id = coalesce(?, audience_id), detail = ? WHERE id = ?",
@@ -609,7 +728,9 @@ class Journal:
                         (audience_id, now, op_id),
                     )
         except sqlite3.Error as exc:
-            raise StateError(f"cannot write the journal {self.path}: {exc}") from exc
+            self._seq = seq
+            raise StateError(_write_problem(self.path, exc)) from exc
+        self._record_seq()
 
     def operations(self, job_id: int) -> list[OperationRow]:
         rows = self._read("SELECT * FROM operations WHERE job_id = ? ORDER BY id", (job_id,))

@@ -80,6 +80,10 @@ class SnapshotHeader:
     job_id: int | None
     written_at: float
     format: int = FORMAT_VERSION
+    history: dict[str, float | int] | None = None
+    """Where TikTok's history of the audience stood when the snapshot was sealed (newest
+    ``opt_time`` and the entries stamped with it); None when it could not be read. A later
+    history entry that no journaled operation accounts for is an operation made outside."""
 
     def encode(self) -> bytes:
         text = json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
@@ -276,6 +280,7 @@ class SnapshotStore:
         last_op_id: int | None,
         job_id: int | None,
         written_at: float,
+        history: dict[str, float | int] | None = None,
     ) -> Path:
         """Seal ``pending`` with its header and rename it over the audience's snapshot.
 
@@ -293,6 +298,7 @@ class SnapshotStore:
             last_op_id=last_op_id,
             job_id=job_id,
             written_at=written_at,
+            history=history,
         )
         dest = self.path_for(api_base, advertiser_id, audience_id)
         try:

@@ -13,6 +13,8 @@ import time
 from asyncsync.tiktok.wire import Audience
 
 __all__ = [
+    "history_mark",
+    "history_since_mark",
     "is_expired",
     "operation_running",
     "operations_since",
@@ -78,3 +80,38 @@ def operations_since(audience: Audience, since: float) -> int | None:
         if at >= since:
             seen += 1
     return seen
+
+
+def history_mark(audience: Audience) -> dict[str, float | int] | None:
+    """Where the audience's history stands now, in TikTok's own stamps: the newest ``opt_time``
+    and how many entries carry it (``opt_time`` has one-second resolution). None when the
+    history cannot tell (empty, or an entry without a readable ``opt_time``)."""
+    if not audience.history:
+        return None
+    stamps = [tiktok_time(entry.opt_time) for entry in audience.history]
+    known = [t for t in stamps if t is not None]
+    if len(known) != len(stamps):
+        return None
+    newest = max(known)
+    return {"newest": newest, "at_newest": sum(1 for t in known if t == newest)}
+
+
+def history_since_mark(audience: Audience, mark: dict[str, float | int]) -> int | None:
+    """How many operations TikTok recorded on the audience after ``mark`` (from
+    :func:`history_mark`): entries stamped later, plus entries stamped in the same second
+    beyond those the mark counted. Clock-independent: both sides are TikTok's stamps. None
+    when the history cannot tell."""
+    if not audience.history:
+        return None
+    newest = float(mark["newest"])
+    later = 0
+    same = 0
+    for entry in audience.history:
+        at = tiktok_time(entry.opt_time)
+        if at is None:
+            return None
+        if at > newest:
+            later += 1
+        elif at == newest:
+            same += 1
+    return later + max(0, same - int(mark["at_newest"]))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, Self, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 from aiohttp.payload import AsyncIterablePayload
@@ -99,11 +99,21 @@ class _Failure(Exception):
     have been carried out even though no usable answer came back.
     """
 
-    def __init__(self, error: AsyncSyncError, *, retryable: bool, side_effect: bool) -> None:
+    def __init__(
+        self,
+        error: AsyncSyncError,
+        *,
+        retryable: bool,
+        side_effect: bool,
+        unreachable: bool = False,
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.retryable = retryable
         self.side_effect = side_effect
+        self.unreachable = unreachable
+        """The server could not be reached at all (nothing was sent): retried for the
+        policy's ``outage`` seconds."""
 
 
 class _FileChunks:
@@ -330,12 +340,23 @@ class TikTokClient:
                         endpoint=endpoint,
                         answer=error if isinstance(error, TikTokError) else None,
                     ) from error
-                if not failure.retryable or attempt >= policy.attempts:
+                if not failure.retryable:
                     raise error from failure.__cause__
-                delay = policy.backoff(attempt)
                 elapsed = time.monotonic() - started
-                if policy.total_timeout is not None and elapsed + delay > policy.total_timeout:
-                    raise error from failure.__cause__
+                if failure.unreachable and policy.wait and policy.outage > 0:
+                    # An outage: ridden out for ``outage`` seconds, whatever the attempts.
+                    delay = min(policy.backoff(attempt), policy.outage_delay)
+                    if elapsed + delay > policy.outage:
+                        raise type(error)(
+                            f"{error} (still unreachable after {elapsed:.0f} s of retries)"
+                        ) from failure.__cause__
+                else:
+                    delay = policy.backoff(attempt)
+                    if attempt >= policy.attempts or (
+                        policy.total_timeout is not None
+                        and elapsed + delay > policy.total_timeout
+                    ):
+                        raise error from failure.__cause__
                 self.stats.retries += 1
                 log.info(
                     "retrying %s %s after attempt %d in %.2f s: %s",
@@ -404,6 +425,7 @@ class TikTokClient:
                 RequestTimeout(f"{endpoint}: could not connect within {limit:g} s"),
                 retryable=True,
                 side_effect=False,
+                unreachable=True,
             )
         if isinstance(exc, TimeoutError):
             return _Failure(
@@ -412,11 +434,18 @@ class TikTokClient:
                 side_effect=True,
             )
         if isinstance(exc, aiohttp.ClientConnectorError):
-            # The connection was never established: nothing reached TikTok.
+            # The connection was never established: nothing reached TikTok. aiohttp's own text
+            # says "ssl:default" even for plain http: the message names the real scheme.
+            scheme = urlsplit(self.api_base).scheme or "https"
+            reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+            where = f"{scheme}://{exc.host}:{exc.port}"
             return _Failure(
-                TransportError(f"{endpoint}: cannot connect: {detail}"),
+                TransportError(
+                    f"{endpoint}: cannot connect to {where}: {self._redact(reason, secrets)}"
+                ),
                 retryable=True,
                 side_effect=False,
+                unreachable=True,
             )
         if isinstance(exc, aiohttp.ServerDisconnectedError):
             detail = "the server closed the connection before answering"

@@ -31,6 +31,13 @@ class RetryPolicy:
     ``total_timeout``: no retry is scheduled to start later than this many seconds after the
     first try began (``None``: no bound but ``attempts``). ``wait=False`` keeps the attempts and
     skips the waits (for tests). Holds no memory beyond its fields.
+
+    ``outage``: a request that could not reach the server at all (connection refused, no route,
+    no connection within the timeout: nothing was sent) is tried again for this many seconds
+    after the first try began, whatever ``attempts`` and ``total_timeout`` say, waiting at most
+    ``outage_delay`` seconds between tries: a short outage of the API (a restart, a network
+    blip) is ridden out instead of failing the job. Without waits (``wait=False``) only
+    ``attempts`` bounds it.
     """
 
     attempts: int = 8
@@ -39,6 +46,8 @@ class RetryPolicy:
     multiplier: float = 2.0
     total_timeout: float | None = 300.0
     wait: bool = True
+    outage: float = 120.0
+    outage_delay: float = 5.0
 
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
@@ -49,6 +58,8 @@ class RetryPolicy:
             raise ValueError("initial_delay and max_delay must not be negative")
         if self.multiplier < 1:
             raise ValueError(f"multiplier must be at least 1, got {self.multiplier}")
+        if self.outage < 0 or self.outage_delay < 0:
+            raise ValueError("outage and outage_delay must not be negative")
         if self.total_timeout is not None and self.total_timeout <= 0:
             raise ValueError(f"total_timeout must be positive, got {self.total_timeout}")
 

@@ -23,6 +23,8 @@ from helpers.api import ADVERTISER, CREATE, UPDATE, UPLOAD
 from helpers.ids import write_messy_maids
 
 TOKEN = "tok-SENTINEL-crash-7e5d0b"
+TEST_RECONCILE_WINDOW = "3"
+"""Seconds a create of unknown outcome is looked for in CLI tests (minutes by default)."""
 CONCURRENCY = 3
 
 
@@ -98,6 +100,8 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     """The environment of a CLI subprocess: the test token, no outside TikTok settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "ASYNCSYNC_"))}
     env.update(TIKTOK_ACCESS_TOKEN=TOKEN, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    # A create of unknown outcome is looked for seconds, not minutes, in tests.
+    env["ASYNCSYNC_RECONCILE_WINDOW"] = TEST_RECONCILE_WINDOW
     return env
 
 

@@ -169,6 +169,7 @@ def sync_options(tmp_path: Path, sandbox: Sandbox, **extra: Any) -> dict[str, An
         "max_wait": 30.0,
         "workers": 1,
         "max_file_bytes": 200 * DIGEST_LINE,
+        "reconcile_window": 2.0,
     }
     values.update(extra)
     return values

@@ -38,12 +38,14 @@ from asyncsync.events import PartUploaded, StageChanged
 from asyncsync.jobs.mirror.diff import DiffResult, diff_parts
 from asyncsync.jobs.mirror.plan import MirrorDecision, MirrorMode, MirrorPlan, choose_mode
 from asyncsync.jobs.plan import PlanReport, Step
+from asyncsync.jobs.reconcile import HISTORY_SIZE, get_audience
 from asyncsync.jobs.uploads import PartUpload
 from asyncsync.pipeline.parts import PartInfo
 from asyncsync.pipeline.prepare import PrepareResult
 from asyncsync.rules.limits import DAILY_FILE_OPERATIONS_PER_AUDIENCE
-from asyncsync.store.journal import JobRow, JobStatus, OperationRow, Outcome
+from asyncsync.store.journal import JobRow, JobStatus, OperationKind, OperationRow, Outcome
 from asyncsync.store.snapshots import HEADER_BYTES, PendingSnapshot, Snapshot, SnapshotStore
+from asyncsync.tiktok.audience_state import history_mark, history_since_mark
 
 if TYPE_CHECKING:
     from asyncsync.jobs.runner import JobRun
@@ -101,6 +103,8 @@ class MirrorStrategy:
         named = await self._named_audience(run)
         if named is None:
             named = await self._audience_of_replaced_job(run, restart, remember=not dry)
+        if named is None:
+            named = await self._audience_of_journal(run, remember=not dry)
         return named
 
     async def _exists(self, run: JobRun, audience_id: str) -> bool:
@@ -132,6 +136,23 @@ class MirrorStrategy:
             self._remember_name(run, job.audience_id)
         return job.audience_id
 
+    async def _audience_of_journal(self, run: JobRun, *, remember: bool) -> str | None:
+        """The snapshot store may have lost the name (a damaged or moved store): a live
+        audience of the name that a job of this same mirror made or worked on is continued
+        into, never duplicated."""
+        assert run.spec.name is not None
+        ours = run.journal.audiences_of_key(run.key)
+        if not ours:
+            return None
+        audiences = await run.client.list_audiences(run.spec.advertiser_id)
+        live = {a.audience_id for a in audiences if a.name == run.spec.name}
+        for audience_id in ours:
+            if audience_id in live:
+                if remember:
+                    self._remember_name(run, audience_id)
+                return audience_id
+        return None
+
     def _remember_name(self, run: JobRun, audience_id: str) -> None:
         if run.spec.name is not None:
             self.store.remember_name(
@@ -155,14 +176,16 @@ class MirrorStrategy:
 
     # -- the snapshot ----------------------------------------------------------------------
 
-    def _trusted_snapshot(
+    async def _trusted_snapshot(
         self, run: JobRun, audience_id: str, job_id: int | None
     ) -> tuple[Snapshot | None, str]:
         """The audience's snapshot if it can be trusted, else (None, why not).
 
         Stale when the journal holds an operation on the audience, by another job than
         ``job_id``, after the one the snapshot ends with, that TikTok applied or may have
-        applied; untrustworthy when the journal no longer holds that operation at all.
+        applied; untrustworthy when the journal no longer holds that operation at all, or
+        when TikTok's history of the audience shows operations after the snapshot that no
+        journaled operation accounts for (made by another tool, state dir or person).
         """
         snapshot, why = self.store.load(
             run.api_base, run.spec.advertiser_id, audience_id, calculate_type=run.calculate_type
@@ -178,6 +201,28 @@ class MirrorStrategy:
             return None, (
                 f"{len(later)} operation(s) changed the audience since the snapshot "
                 f"(the latest a {later[-1].kind} of job {later[-1].job_id})"
+            )
+        mark = snapshot.header.history
+        if mark is None:
+            return None, "the snapshot does not record where TikTok's history of the audience stood"
+        audience = await get_audience(
+            run.client, run.spec.advertiser_id, audience_id, history_size=HISTORY_SIZE
+        )
+        seen = history_since_mark(audience, mark)
+        ours = [
+            op
+            for op in ops
+            if op.id > (last or 0)
+            and op.kind is not OperationKind.CREATE
+            and Outcome.applied_or_unknown(op.outcome)
+        ]
+        if seen is None:
+            return None, "TikTok's history of the audience cannot be read"
+        if seen > len(ours):
+            return None, (
+                f"TikTok's history shows {seen - len(ours)} operation(s) on the audience since "
+                "the snapshot that this journal did not make (another tool, state directory or "
+                "person changed it)"
             )
         return snapshot, ""
 
@@ -207,7 +252,7 @@ class MirrorStrategy:
         result = await run.source.parts(work / INPUT_DIR, reporter=run.reporter)
         run.reporter(StageChanged(stage="diff", started=True))
         snapshot, problem = (
-            self._trusted_snapshot(run, audience_id, job_id) if audience_id else (None, "")
+            await self._trusted_snapshot(run, audience_id, job_id) if audience_id else (None, "")
         )
         diff = await asyncio.to_thread(
             diff_parts,
@@ -406,6 +451,7 @@ class MirrorStrategy:
             self.snapshot_outcome = SnapshotOutcome.DISCARDED
             return
         pending = await self._pending_snapshot(run, plan, pending_path)
+        audience = await get_audience(run.client, adv, audience_id, history_size=HISTORY_SIZE)
         self.store.commit(
             pending,
             api_base=run.api_base,
@@ -415,6 +461,7 @@ class MirrorStrategy:
             last_op_id=max((op.id for op in own), default=plan.baseline_op_id),
             job_id=job.id,
             written_at=run.clock(),
+            history=history_mark(audience),
         )
         self.snapshot_outcome = SnapshotOutcome.RECORDED
 
