@@ -27,7 +27,7 @@ from helpers.ids import DIGEST_LINE
 from helpers.sandbox import client_for, sync_options
 
 from asyncsync import sync_audience
-from asyncsync.errors import InputChangedError, InputError, Paused
+from asyncsync.errors import InputChangedError, InputError, NameTakenError, Paused
 from asyncsync.events import ChunkHashed, Event
 from asyncsync.pipeline import PrepareResult, prepare
 from asyncsync.pipeline.remote import RemoteObject, RemoteStream
@@ -315,7 +315,7 @@ async def test_prepare_with_the_server_killed_mid_read_never_loses_rows(
 # -- the sync journal ---------------------------------------------------------------------
 
 
-async def test_an_object_changed_between_runs_is_refused_until_restart(
+async def test_an_object_changed_between_runs_is_refused_and_restart_names_the_audience(
     s3: S3Server, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     url = s3.put("journal/export.txt", maid_lines(5, 1500))
@@ -331,8 +331,16 @@ async def test_an_object_changed_between_runs_is_refused_until_restart(
         s3.put("journal/export.txt", maid_lines(7, 1500))
         with pytest.raises(InputChangedError, match=rf"s3://{BUCKET}/journal/export\.txt"):
             await sync_audience(client, url, name="remote2", **opts)
-        result = await sync_audience(client, url, name="remote2", restart=True, **opts)
+        # The abandoned job made its audience: --restart makes no second one of the name, it
+        # names the audience, which the changed object then replaces.
+        with pytest.raises(NameTakenError) as refused:
+            await sync_audience(client, url, name="remote2", restart=True, **opts)
+        made = refused.value.audience_id
+        result = await sync_audience(client, url, audience_id=made, action="replace", **opts)
     assert not result.resumed and result.rows_read == resumed.rows_read
+    assert [a.audience_id for a in sandbox.state.audiences.values() if a.name == "remote2"] == [
+        made
+    ]
 
 
 # -- a prepared directory in object storage ----------------------------------------------
