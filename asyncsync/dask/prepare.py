@@ -587,9 +587,7 @@ def _prepare(
         _StoreOut(out_dir) if is_remote(out_dir) else _LocalOut(Path(out_dir))
     )
     try:
-        result = _run(plan, out, opts, client, n_ranges, shuffle_method, fsync, started)
-        out.remove_temporaries()  # those of an attempt killed while writing a part
-        return result
+        return _run(plan, out, opts, client, n_ranges, shuffle_method, fsync, started)
     except BaseException as exc:
         try:
             out.remove_temporaries()
@@ -675,7 +673,12 @@ def _run(
         inputs=tuple(plan.names),
         options=opts.fingerprint(),
     )
+    out.remove_temporaries()  # those of an attempt killed while writing a part
     try:
+        out.remove_runs()
+    except OSError:  # left under a hidden prefix; the next run into out_dir removes it
+        pass
+    try:  # last: a manifest means every part it lists is complete
         out.write_manifest(result)
     except OSError as exc:
         where = f"{out.shown}/{MANIFEST_NAME}"
