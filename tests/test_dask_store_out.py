@@ -110,6 +110,7 @@ def assert_store_holds(
     assert sorted(objects) == sorted([p.file for p in ref.parts] + ["manifest.json"])
     for part in ref.parts:
         assert objects[part.file] == part.path.read_bytes()
+    assert b"testing" not in objects["manifest.json"]  # the store's credentials stay out
     written = json.loads(objects["manifest.json"])
     assert without_elapsed(written) == without_elapsed(ref.to_manifest())
     assert written == got.to_manifest()

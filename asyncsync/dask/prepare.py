@@ -490,7 +490,11 @@ def prepare(
     ``column``, ``id_type``, ``hash`` (implied by already hashed input when None),
     ``max_file_bytes`` and ``default_country`` mean what they mean for the local
     :func:`asyncsync.prepare`. ``client``: a ``distributed.Client``, a scheduler address, or
-    None for the current default client.
+    None for the current default client. ``out_dir``: a directory the client and every worker
+    see at the same path, or an object storage URL (``s3://bucket/prefix/``, ``gs://``,
+    ``az://``; see the module's notes); for a URL, the result's ``out_dir``, ``manifest_path``
+    and parts' ``path`` are the objects' paths within the store (``bucket/prefix/...``), not
+    local files.
 
     Tuning (none changes the output): ``ranges`` digest ranges after the shuffle (default: the
     larger of the worker count and an upper bound of the valid rows over ``range_rows``; the
