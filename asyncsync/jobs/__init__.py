@@ -89,7 +89,10 @@ async def sync_audience(
     refusals, the same checks of TikTok's state, the same plan) and returns a result whose
     ``plan`` lists the parts, bytes, calls and quota use, and the ``problems`` the real run
     would stop on; it sends nothing but get/list calls and records nothing in the journal.
-    Parts are counted, not kept: each is deleted as soon as prepare finishes it.
+    No part file is written: the input is counted (:func:`asyncsync.pipeline.count`; its
+    dedupe spills 32 bytes a valid SHA256 ID into ``state_dir/work``, removed when it returns)
+    and the parts are planned from the unique count. A mirror's dry run still prepares the
+    export (into ``state_dir/work``) to diff it against the snapshot.
 
     Raises :class:`UsageError` for bad arguments or a plan TikTok would refuse (400 audiences,
     the 1,000-member floor), :class:`InputError` for unusable input, :class:`StateError` for an

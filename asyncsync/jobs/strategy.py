@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from asyncsync.jobs.plan import PlanReport, Step, build_steps, floor_problem
 from asyncsync.jobs.spec import JobAction
 from asyncsync.jobs.uploads import PartUpload, first_error
 from asyncsync.pipeline.parts import PartInfo
-from asyncsync.pipeline.prepare import PrepareResult, prepare
+from asyncsync.pipeline.prepare import PrepareCount, PrepareResult, count, prepare
 from asyncsync.store.journal import JobRow, JobStatus
 
 if TYPE_CHECKING:
@@ -82,7 +81,7 @@ class JobStrategy(Protocol):
         audience_id: str | None,
         cover_num: int | None,
         problems: list[str],
-    ) -> tuple[PrepareResult, PlanReport]:
+    ) -> tuple[PrepareCount | PrepareResult, PlanReport]:
         """The dry run's plan: what a real run continuing ``job`` (None: a new job) on
         ``audience_id`` would send. ``problems`` holds what the run's checks found so far."""
         ...
@@ -191,15 +190,18 @@ class DirectStrategy:
         audience_id: str | None,
         cover_num: int | None,
         problems: list[str],
-    ) -> tuple[PrepareResult, PlanReport]:
+    ) -> tuple[PrepareCount | PrepareResult, PlanReport]:
         result = await count_parts(run)
         parts = result.parts
         journaled = run.journal.parts(job.id) if job is not None else {}
+        # A continued job has this call's fingerprint, so prepare would write the same parts
+        # (its output depends only on the input and the fingerprinted options): a journaled
+        # part of the same index, rows and bytes with a file_path is not uploaded again.
         reused = sum(
             1
             for p in parts
             if (row := journaled.get(p.index)) is not None
-            and row.md5 == p.md5
+            and (row.rows, row.bytes) == (p.rows, p.bytes)
             and row.file_path is not None
         )
         steps = build_steps(self.action, [p.index for p in parts], run.settings.paths_per_call)
@@ -226,15 +228,10 @@ class DirectStrategy:
         return {}
 
 
-async def count_parts(run: JobRun) -> PrepareResult:
-    """Prepare the input for a dry run: the counts, part sizes and MD5s a real run would see.
-    Each part is deleted as soon as prepare hands it over, so a dry run holds at most the
-    parts in flight on disk, whatever the input's size."""
-
-    async def drop(part: PartInfo) -> None:
-        await asyncio.to_thread(Path(part.path).unlink, True)
-
-    with tempfile.TemporaryDirectory(prefix="asyncsync-plan-") as tmp:
-        return await prepare(
-            *run.inputs, out_dir=Path(tmp), reporter=run.reporter, on_part=drop, options=run.options
-        )
+async def count_parts(run: JobRun) -> PrepareCount:
+    """Count the input for a dry run: the counts and part sizes a real run would see, without
+    writing a part file (:func:`asyncsync.pipeline.prepare.count`). The dedupe's spill goes
+    to the state directory's ``work/`` (as the real run's parts do), never to ``$TMPDIR``."""
+    work = run.journal.state_dir / "work"
+    await asyncio.to_thread(work.mkdir, mode=0o700, parents=True, exist_ok=True)
+    return await count(*run.inputs, work_dir=work, reporter=run.reporter, options=run.options)

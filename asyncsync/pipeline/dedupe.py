@@ -26,6 +26,7 @@ import numpy.typing as npt
 __all__ = [
     "MergeSource",
     "bucket_counts_to_offsets",
+    "count_group",
     "merge_group",
     "plan_groups",
     "sort_unique",
@@ -114,13 +115,9 @@ class MergeSource:
     counts: tuple[int, ...]
 
 
-def merge_group(sources: Sequence[MergeSource], size: int, out_path: str) -> tuple[int, int]:
-    """Load ``sources``, sort and dedupe them, write the unique digests to ``out_path``.
-
-    The rows are laid out bucket after bucket as they are read (one ``preadv`` per spill
-    file), so the sort's gather stays within one bucket's few hundred KiB at a time.
-    Returns (rows loaded, unique rows written).
-    """
+def _load_group(sources: Sequence[MergeSource], size: int) -> Rows:
+    """The rows of a group, laid out bucket after bucket as they are read (one ``preadv``
+    per spill file), so the sort's gather stays within one bucket's few hundred KiB at a time."""
     matrix = np.array([s.counts for s in sources], dtype=np.int64).reshape(len(sources), -1)
     per_bucket = matrix.sum(axis=0)
     bucket_start = np.concatenate(([0], np.cumsum(per_bucket)[:-1]))
@@ -144,8 +141,22 @@ def merge_group(sources: Sequence[MergeSource], size: int, out_path: str) -> tup
             os.close(fd)
         if got != want:
             raise OSError(f"{src.path}: spill file shorter than expected")
-    rows = np.frombuffer(buf, dtype=np.uint8).reshape(-1, size)
+    return np.frombuffer(buf, dtype=np.uint8).reshape(-1, size)
+
+
+def merge_group(sources: Sequence[MergeSource], size: int, out_path: str) -> tuple[int, int]:
+    """Load ``sources``, sort and dedupe them, write the unique digests to ``out_path``.
+
+    Returns (rows loaded, unique rows written).
+    """
+    rows = _load_group(sources, size)
     unique = sort_unique(rows)
     with open(out_path, "wb") as f:
         f.write(unique.data)
     return len(rows), len(unique)
+
+
+def count_group(sources: Sequence[MergeSource], size: int) -> tuple[int, int]:
+    """Load ``sources`` and count them: (rows loaded, unique rows). Writes nothing."""
+    rows = _load_group(sources, size)
+    return len(rows), len(sort_unique(rows))
