@@ -18,7 +18,15 @@ from typing import Any
 from asyncsync.errors import UsageError
 from asyncsync.events import Reporter, null_reporter
 from asyncsync.jobs.mirror.strategy import MirrorStrategy
-from asyncsync.jobs.result import SyncResult
+from asyncsync.jobs.result import (
+    MirrorCounts,
+    MirrorSummary,
+    OperationSummary,
+    Pending,
+    PlanSummary,
+    QuotaSummary,
+    SyncResult,
+)
 from asyncsync.jobs.runner import JobRun, as_inputs, default_state_dir
 from asyncsync.jobs.spec import (
     DEFAULT_REPLACE_THRESHOLD,
@@ -34,7 +42,17 @@ from asyncsync.store.journal import Journal
 from asyncsync.store.snapshots import SnapshotStore
 from asyncsync.tiktok.client import TikTokClient
 
-__all__ = ["SyncResult", "default_state_dir", "sync_audience"]
+__all__ = [
+    "MirrorCounts",
+    "MirrorSummary",
+    "OperationSummary",
+    "Pending",
+    "PlanSummary",
+    "QuotaSummary",
+    "SyncResult",
+    "default_state_dir",
+    "sync_audience",
+]
 
 
 async def sync_audience(

@@ -38,7 +38,7 @@ from asyncsync.errors import (
 from asyncsync.events import AudienceOperation, OperationWaiting, Reporter, StageChanged
 from asyncsync.jobs.plan import QuotaUse, Step, iso_utc, quota_use
 from asyncsync.jobs.reconcile import Reconciler, get_audience
-from asyncsync.jobs.result import SyncResult
+from asyncsync.jobs.result import Pending, SyncResult
 from asyncsync.jobs.spec import JobSpec, RunSettings, describe_change, inputs_changed
 from asyncsync.jobs.strategy import JobStrategy
 from asyncsync.jobs.uploads import PartUpload, Uploader
@@ -359,7 +359,7 @@ class JobRun:
             retries=stats.retries - self.stats0[1],
             elapsed_s=round(time.monotonic() - self.started, 3),
             resumed=False,
-            plan=report.to_json(),
+            plan=report.summary(),
             job_id=None,
             **self.strategy.dry_result_extras(self, report),
         )
@@ -387,7 +387,7 @@ class JobRun:
             elapsed_s=round(time.monotonic() - self.started, 3),
             resumed=self.resumed,
             paused=paused,
-            pending=pending or {},
+            pending=Pending.from_json(pending) if pending else None,
             job_id=str(job.id),
             **self.strategy.result_extras(self),
         )

@@ -38,6 +38,7 @@ from asyncsync.events import PartUploaded, StageChanged
 from asyncsync.jobs.mirror.diff import DiffResult, diff_parts
 from asyncsync.jobs.mirror.plan import MirrorDecision, MirrorMode, MirrorPlan, choose_mode
 from asyncsync.jobs.plan import PlanReport, Step
+from asyncsync.jobs.result import MirrorSummary
 from asyncsync.jobs.uploads import PartUpload
 from asyncsync.pipeline.parts import PartInfo
 from asyncsync.pipeline.prepare import PrepareResult, prepare
@@ -56,7 +57,7 @@ PENDING_SNAPSHOT: Final = "snapshot.pending"
 
 
 class SnapshotOutcome(StrEnum):
-    """What a mirror run did with the audience's snapshot (``SyncResult.mirror["snapshot"]``)."""
+    """What a mirror run did with the audience's snapshot (``SyncResult.mirror.snapshot``)."""
 
     PENDING = "pending"
     RECORDED = "recorded"
@@ -439,10 +440,13 @@ class MirrorStrategy:
         plan = journaled_plan(run.current)
         if plan is None:
             return {}
-        info: dict[str, Any] = {**plan.report(), "snapshot": self.snapshot_outcome.value}
-        if run.superseded_job is not None:
-            info["superseded_job"] = run.superseded_job
-        return {"mirror": info}
+        return {
+            "mirror": MirrorSummary.of(
+                plan.report(),
+                snapshot=self.snapshot_outcome.value,
+                superseded_job=run.superseded_job,
+            )
+        }
 
     # -- dry run ---------------------------------------------------------------------------
 
@@ -495,13 +499,14 @@ class MirrorStrategy:
             quota=run.quota_use(audience_id),
             problems=tuple(problems),
             already_done=already_done,
-            extra={**shown.report(), "cover_num": cover_num},
+            mirror=shown.report(),
+            cover_num=cover_num,
         )
         return result, report
 
     def dry_result_extras(self, run: JobRun, report: PlanReport) -> dict[str, Any]:
-        info = {k: report.extra[k] for k in report.extra if k != "cover_num"}
-        return {"mirror": {**info, "snapshot": SnapshotOutcome.UNCHANGED.value}}
+        assert report.mirror is not None
+        return {"mirror": MirrorSummary.of(report.mirror, snapshot=SnapshotOutcome.UNCHANGED.value)}
 
 
 def _body_matches(pending: PendingSnapshot) -> bool:
