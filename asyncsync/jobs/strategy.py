@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from asyncsync.errors import UsageError
+from asyncsync.errors import UsageError, as_sync_error, first_error
 from asyncsync.events import PartUploaded
 from asyncsync.jobs.plan import PlanReport, Step, build_steps, floor_problem
 from asyncsync.jobs.spec import JobAction
-from asyncsync.jobs.uploads import PartUpload, first_error
+from asyncsync.jobs.uploads import PartUpload
 from asyncsync.pipeline.parts import PartInfo
 from asyncsync.pipeline.prepare import PrepareCount, PrepareResult, count, prepare
 from asyncsync.store.journal import JobRow, JobStatus
@@ -151,7 +151,7 @@ class DirectStrategy:
                 producer = tg.create_task(produce())
                 tg.create_task(run.uploader().upload(handed_over()))
         except BaseExceptionGroup as group:
-            raise first_error(group) from group
+            raise as_sync_error(first_error(group)) from group
         result = producer.result()
         run.journal.truncate_parts(job.id, max((p.index for p in result.parts), default=0))
         run.record_prepared(result, len(result.parts))

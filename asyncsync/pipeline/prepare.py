@@ -49,6 +49,7 @@ from asyncsync.errors import (
     OutputError,
     StateError,
     UsageError,
+    first_error,
 )
 from asyncsync.events import ChunkHashed, PartWritten, Reporter, StageChanged, null_reporter
 from asyncsync.pipeline.dedupe import (
@@ -567,7 +568,7 @@ async def _merge_and_write(
             tg.create_task(submit_parts())
             tg.create_task(collect_parts())
     except BaseExceptionGroup as group:
-        raise _first_error(group) from group
+        raise first_error(group) from group
     return unique_total, parts
 
 
@@ -597,27 +598,6 @@ def _observe(fut: asyncio.Future[Any]) -> None:
     """Mark a pool future's error as seen: a failed step reports its first error only."""
     if not fut.cancelled():
         fut.exception()
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error to raise from a failed task group: an asyncsync error when there is one."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for exc in leaves:
-        if isinstance(exc, AsyncSyncError):
-            return exc
-    for exc in leaves:
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return leaves[0]
 
 
 def _no_valid_ids(specs: Iterable[InputSpec], rows: int, rejected: list[int]) -> NoValidIdsError:
@@ -851,5 +831,5 @@ async def _count_unique(pool: Executor, stats: _Stats, opts: PrepareOptions) -> 
                 await permits.acquire()
                 tg.create_task(one(sources))
     except BaseExceptionGroup as group:
-        raise _first_error(group) from group
+        raise first_error(group) from group
     return unique

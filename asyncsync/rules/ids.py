@@ -36,12 +36,11 @@ _DIGITS: Final = frozenset(b"0123456789")
 
 
 class Reject(StrEnum):
-    """Why a line was not used. ``duplicate`` is counted by dedupe, not by normalize."""
+    """Why a line was not used (a duplicate is used once: dedupe counts the others)."""
 
     EMPTY = "empty"
     MALFORMED = "malformed"
     ZERO_ID = "zero_id"
-    DUPLICATE = "duplicate"
 
 
 def normalize_maid(raw: bytes) -> bytes | Reject:
