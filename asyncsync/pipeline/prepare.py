@@ -229,10 +229,10 @@ class RejectedLine:
 class PrepareResult:
     """What ``prepare`` produced; its fields are the manifest's (see :meth:`to_manifest`).
 
-    Row counts (DESIGN.md section 3): ``rows_read`` every data line (a CSV header is not one,
-    blank lines are); ``rows_invalid`` the rejected ones, split by reason in ``rejected``;
-    ``rows_valid = rows_read - rows_invalid``; ``duplicates`` valid lines whose ID was already
-    seen; ``rows_written = rows_valid - duplicates`` (the lines of all parts).
+    Row counts (``docs/normalization.md``, "Counting rows"): ``rows_read`` every data line (a
+    CSV header is not one, blank lines are); ``rows_invalid`` the rejected ones, split by reason
+    in ``rejected``; ``rows_valid = rows_read - rows_invalid``; ``duplicates`` valid lines whose
+    ID was already seen; ``rows_written = rows_valid - duplicates`` (the lines of all parts).
     """
 
     out_dir: Path

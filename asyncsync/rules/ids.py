@@ -1,5 +1,5 @@
 """Normalization and validation of one ID, following TikTok's "List of supported IDs and formats
-for a customer file" (docs/tiktok-api.md, "Normalization").
+for a customer file" (docs/normalization.md).
 
 These per-line functions are the reference (the oracle the fast chunk hasher is tested against).
 They take the raw bytes of one line without its line end and return either the normalized ID
