@@ -1,6 +1,7 @@
 """The keys and values of ``asyncsync sync --json`` (``SyncResult.to_json``) are a contract:
 a run, a dry run, a paused run, a mirror and its dry run give exactly these, and a journaled
-result read back gives the same JSON."""
+result read back gives the same JSON. (``national_phones`` is the one key added since the
+typed results: the exact count behind ``sync``'s ``--default-country`` hint.)"""
 
 from __future__ import annotations
 
@@ -97,6 +98,7 @@ EXPECTED: dict[str, Any] = {
         "elapsed_s": "*",
         "file_paths": "*",
         "job_id": "1",
+        "national_phones": 0,
         "mirror": None,
         "parts": 5,
         "paused": False,
@@ -120,6 +122,7 @@ EXPECTED: dict[str, Any] = {
         "elapsed_s": "*",
         "file_paths": "*",
         "job_id": "1",
+        "national_phones": 0,
         "mirror": None,
         "parts": 5,
         "paused": False,
@@ -143,6 +146,7 @@ EXPECTED: dict[str, Any] = {
         "elapsed_s": "*",
         "file_paths": "*",
         "job_id": None,
+        "national_phones": 0,
         "mirror": None,
         "parts": 5,
         "paused": False,
@@ -190,6 +194,7 @@ EXPECTED: dict[str, Any] = {
         "elapsed_s": "*",
         "file_paths": "*",
         "job_id": "3",
+        "national_phones": 0,
         "mirror": {
             "added": 2000,
             "export_rows": 2000,
@@ -222,6 +227,7 @@ EXPECTED: dict[str, Any] = {
         "elapsed_s": "*",
         "file_paths": "*",
         "job_id": "4",
+        "national_phones": 0,
         "mirror": {
             "added": 150,
             "export_rows": 2050,
@@ -254,6 +260,7 @@ EXPECTED: dict[str, Any] = {
         "elapsed_s": "*",
         "file_paths": "*",
         "job_id": None,
+        "national_phones": 0,
         "mirror": {
             "added": 150,
             "export_rows": 2050,
@@ -317,6 +324,7 @@ EXPECTED: dict[str, Any] = {
         "elapsed_s": "*",
         "file_paths": "*",
         "job_id": "2",
+        "national_phones": 0,
         "mirror": None,
         "parts": 30,
         "paused": True,
@@ -345,3 +353,17 @@ EXPECTED: dict[str, Any] = {
         "rows_written": 3000,
     },
 }
+
+
+def test_a_result_journaled_without_the_national_count_reads_as_unknown() -> None:
+    old = {
+        "audience_id": "1", "action": "create", "calculate_type": "PHONE_SHA256",
+        "file_paths": ["f"], "parts": 1, "rows_read": 3, "rows_valid": 2, "rows_invalid": 1,
+        "rejected": {"empty": 0, "malformed": 1, "zero_id": 0}, "duplicates": 0,
+        "rows_written": 2, "bytes_uploaded": 130, "api_calls": 3, "retries": 0,
+        "elapsed_s": 0.5, "resumed": False, "paused": False, "pending": {}, "plan": None,
+        "job_id": "1", "mirror": None,
+    }  # fmt: skip
+    result = SyncResult.from_json(old)
+    assert result.national_phones is None
+    assert result.to_json() == {**old, "national_phones": None}

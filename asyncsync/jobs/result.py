@@ -29,6 +29,7 @@ SUMMARY_KEYS: Final = (
     "rejected",
     "duplicates",
     "rows_written",
+    "national_phones",
 )
 """The prepare counts a job journals once prepare finished, and reports in its result."""
 
@@ -210,11 +211,11 @@ class PlanSummary:
 class SyncResult:
     """What a sync did; the fields are the keys of ``asyncsync sync --json``.
 
-    Row counts describe the job's whole input. ``bytes_uploaded``, ``api_calls`` and
-    ``retries`` count this call's traffic only (a resumed job reports what it sent now).
-    ``resumed`` is true when the call continued a journaled job, or found the same job (same
-    command, same unchanged input) already finished and returned its earlier result without
-    sending anything. ``paused`` and ``pending`` describe a job stopped by a quota or a
+    Row counts describe the job's whole input (``docs/normalization.md``). ``bytes_uploaded``,
+    ``api_calls`` and ``retries`` count this call's traffic only (a resumed job reports what it
+    sent now). ``resumed`` is true when the call continued a journaled job, or found the same
+    job (same command, same unchanged input) already finished and returned its earlier result
+    without sending anything. ``paused`` and ``pending`` describe a job stopped by a quota or a
     running operation (the result of :class:`asyncsync.errors.Paused`; ``pending`` is ``{}``
     in JSON when None); ``plan`` is set by a dry run; ``mirror`` by a mirror sync.
     """
@@ -230,6 +231,10 @@ class SyncResult:
     rejected: dict[str, int]
     duplicates: int
     rows_written: int
+    national_phones: int | None = None
+    """Phone lines among the malformed ones that are national numbers (a single leading 0):
+    ``--default-country`` would have read them. None: not known (a result journaled before
+    this count was kept)."""
     bytes_uploaded: int
     api_calls: int
     retries: int

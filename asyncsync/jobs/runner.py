@@ -185,6 +185,7 @@ class JobRun:
             "rejected": {str(k): int(v) for k, v in dict(result.rejected).items()},
             "duplicates": result.duplicates,
             "rows_written": result.rows_written,
+            "national_phones": result.national_phones,
             **extra,
         }
         self.journal.set_prepared(
@@ -354,6 +355,7 @@ class JobRun:
             rejected={str(k): int(v) for k, v in dict(result.rejected).items()},
             duplicates=result.duplicates,
             rows_written=result.rows_written,
+            national_phones=result.national_phones,
             bytes_uploaded=stats.bytes_uploaded - self.stats0[2],
             api_calls=stats.api_calls - self.stats0[0],
             retries=stats.retries - self.stats0[1],
@@ -381,6 +383,7 @@ class JobRun:
             rejected=dict(summary.get("rejected", {})),
             duplicates=int(summary.get("duplicates", 0)),
             rows_written=int(summary.get("rows_written", 0)),
+            national_phones=summary.get("national_phones"),
             bytes_uploaded=stats.bytes_uploaded - self.stats0[2],
             api_calls=stats.api_calls - self.stats0[0],
             retries=stats.retries - self.stats0[1],
