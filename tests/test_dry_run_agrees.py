@@ -233,3 +233,36 @@ async def test_a_dry_run_of_many_parts_writes_no_part_file(
         real = await sync_audience(client, export, name="big", **opts)
     assert (dry.parts, dry.rows_written) == (real.parts, real.rows_written) == (60, 6000)
     assert dry.duplicates == real.duplicates and dry.rows_read == real.rows_read
+
+
+async def test_a_mirror_dry_run_writes_no_part_file(sandbox: Sandbox, tmp_path: Path) -> None:
+    day0 = maids(12, 3000)
+    opts = sync_options(tmp_path, sandbox, max_file_bytes=100 * DIGEST_LINE)
+    seen: list[Event] = []
+    on_disk = 0
+
+    def watch(event: Event) -> None:
+        nonlocal on_disk
+        seen.append(event)
+        on_disk = max(on_disk, len(part_files(tmp_path)))
+
+    async with client_for(sandbox) as client:
+        d0 = write_ids(tmp_path / "d0.txt", day0)
+        first = await sync_audience(
+            client, d0, name="m", action="mirror", dry_run=True, reporter=watch, **opts
+        )
+        assert first.plan is not None and first.plan.parts == 30
+        await sync_audience(client, d0, name="m", action="mirror", **opts)
+        sandbox.clock.advance(86_400)
+        d1 = write_ids(tmp_path / "d1.txt", day0[250:] + maids(13, 420))
+        dry = await sync_audience(
+            client, d1, name="m", action="mirror", dry_run=True, reporter=watch, **opts
+        )
+        assert not [e for e in seen if isinstance(e, PartWritten)], "the dry run wrote parts"
+        assert on_disk == 0, f"{on_disk} part files were on disk during a dry run"
+        real = await sync_audience(client, d1, name="m", action="mirror", **opts)
+    assert dry.plan is not None and dry.mirror is not None and real.mirror is not None
+    assert dry.mirror.mode == real.mirror.mode == "diff"
+    assert (dry.mirror.added, dry.mirror.removed) == (real.mirror.added, real.mirror.removed)
+    assert (dry.plan.parts, dry.plan.bytes) == (real.parts, real.bytes_uploaded) == (8, 670 * DIGEST_LINE)
+    assert [op.action for op in dry.plan.operations] == ["APPEND", "REMOVE"]

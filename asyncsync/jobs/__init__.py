@@ -109,8 +109,9 @@ async def sync_audience(
     would stop on; it sends nothing but get/list calls and records nothing in the journal.
     No part file is written: the input is counted (:func:`asyncsync.pipeline.count`; its
     dedupe spills 32 bytes a valid SHA256 ID into ``state_dir/work``, removed when it returns)
-    and the parts are planned from the unique count. A mirror's dry run still prepares the
-    export (into ``state_dir/work``) to diff it against the snapshot.
+    and the parts are planned from the unique count. A mirror's dry run also keeps the
+    export's sorted digests (32 bytes a unique SHA256 ID, in ``state_dir/work``, removed when it
+    returns) to diff them against the snapshot.
 
     Raises :class:`UsageError` for bad arguments or a plan TikTok would refuse (400 audiences,
     the 1,000-member floor), :class:`InputError` for unusable input, :class:`StateError` for an

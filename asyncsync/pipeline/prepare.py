@@ -298,6 +298,9 @@ class PrepareCount:
     rejected_sample: tuple[RejectedLine, ...]
     elapsed_s: float
     national_phones: int = 0
+    unique_runs: tuple[Path, ...] = ()
+    """With ``unique_dir``: the files of sorted unique binary digests (``digest_size`` bytes
+    each) that, concatenated in this order, are the digests the parts would hold."""
 
     @property
     def bytes_written(self) -> int:
@@ -752,6 +755,7 @@ async def count(
     work_dir: str | os.PathLike[str],
     reporter: Reporter = null_reporter,
     options: PrepareOptions | None = None,
+    unique_dir: str | os.PathLike[str] | None = None,
     **option_fields: Any,
 ) -> PrepareCount:
     """Count what :func:`prepare` would produce from ``inputs``, without writing a part file.
@@ -764,9 +768,12 @@ async def count(
     Disk: the exact dedupe spills every valid ID's binary digest once (``digest_size`` bytes
     per valid line: 32 for SHA256, 16 for MD5; 3.2 GB for 100 M SHA256 IDs) into a hidden
     directory in ``options.spill_dir`` (default: ``work_dir``), removed before this returns or
-    raises. Nothing else is written: not the unique runs, not the parts (``2 * digest_size +
-    1`` bytes a row), not a manifest. Memory is :class:`PrepareOptions`'s hashing and merging.
-    Raises as :func:`prepare` does.
+    raises. Nothing else is written: not the parts (``2 * digest_size + 1`` bytes a row), not a
+    manifest, and the unique runs only when ``unique_dir`` is given (a caller that must read the
+    sorted digests, as a mirror's dry run does): then ``unique_dir`` receives ``digest_size``
+    bytes per unique ID, listed in :attr:`PrepareCount.unique_runs`, and the caller removes
+    them. Memory is :class:`PrepareOptions`'s hashing and merging. Raises as :func:`prepare`
+    does.
     """
     opts = _options(options, option_fields)
     started = time.perf_counter()
@@ -782,7 +789,8 @@ async def count(
         if rows_valid == 0:
             raise _no_valid_ids(specs, rows_read, rejected)
         reporter(StageChanged(stage="merge", started=True))
-        unique = await _count_unique(await starting, stats, opts)
+        runs_dir = None if unique_dir is None else Path(unique_dir)
+        unique, runs = await _count_unique(await starting, stats, opts, runs_dir)
         counted = PrepareCount(
             calculate_type=opts.calculate_type,
             parts=plan_parts(unique, opts.max_file_bytes, opts.digest_size),
@@ -795,6 +803,7 @@ async def count(
             rejected_sample=stats.sample(opts.sample_cap),
             elapsed_s=time.perf_counter() - started,
             national_phones=sum(c.national for c in stats.chunks.values()),
+            unique_runs=runs,
         )
         reporter(StageChanged(stage="prepare", started=False))
         return counted
@@ -809,27 +818,40 @@ async def count(
         await asyncio.to_thread(shutil.rmtree, spill, True)
 
 
-async def _count_unique(pool: Executor, stats: _Stats, opts: PrepareOptions) -> int:
-    """The unique rows of the hashed chunks: each merge group counted on the pool, at most
-    ``chunks_in_flight`` groups submitted and not done."""
+async def _count_unique(
+    pool: Executor, stats: _Stats, opts: PrepareOptions, runs_dir: Path | None
+) -> tuple[int, tuple[Path, ...]]:
+    """The unique rows of the hashed chunks: each merge group counted on the pool (or, with
+    ``runs_dir``, merged into a run file there), at most ``chunks_in_flight`` groups submitted
+    and not done. Returns the count and the run files in order."""
     loop = asyncio.get_running_loop()
     chunks = [c for c in stats.ordered() if c.valid]
     permits = asyncio.Semaphore(opts.chunks_in_flight or 2 * opts.resolved_workers())
+    size = opts.digest_size
     unique = 0
+    runs: list[Path] = []
+    if runs_dir is not None:
+        await asyncio.to_thread(runs_dir.mkdir, parents=True, exist_ok=True)
 
-    async def one(sources: list[MergeSource]) -> None:
+    async def one(sources: list[MergeSource], run: Path | None) -> None:
         nonlocal unique
         try:
-            _, n = await loop.run_in_executor(pool, count_group, sources, opts.digest_size)
+            if run is None:
+                _, n = await loop.run_in_executor(pool, count_group, sources, size)
+            else:
+                _, n = await loop.run_in_executor(pool, merge_group, sources, size, str(run))
         finally:
             permits.release()
         unique += n
 
     try:
         async with asyncio.TaskGroup() as tg:
-            for sources in _merge_sources(chunks, _groups(chunks, opts), opts.digest_size):
+            for g, sources in enumerate(_merge_sources(chunks, _groups(chunks, opts), size)):
+                run = None if runs_dir is None else runs_dir / f"unique-{g:06d}.bin"
+                if run is not None:
+                    runs.append(run)
                 await permits.acquire()
-                tg.create_task(one(sources))
+                tg.create_task(one(sources, run))
     except BaseExceptionGroup as group:
         raise first_error(group) from group
-    return unique
+    return unique, tuple(runs)
