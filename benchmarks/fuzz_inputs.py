@@ -12,7 +12,8 @@ Targets, each run for ``--examples`` generated inputs:
   ``iter_jobs`` with the smallest chunk sizes ``PrepareOptions`` allows (4096 bytes and just
   over, so that lines and records straddle many chunk boundaries), each chunk
   hashed by the pool worker's own function, in this process: every line is counted once, as
-  valid or rejected with a reason, and the valid lines' digests are exactly the per-line oracle's.
+  valid or rejected with a reason, and the valid lines' digests are exactly the per-line oracle's;
+  an input is refused exactly when its head is binary (``source.binary_reason``).
 * ``csv``: CSV files with quoted fields, embedded delimiters, quotes and line ends, short records,
   blank lines and mixed line ends, read by column name: one row per CSV record, as above.
 
@@ -45,7 +46,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asyncsync.errors import InputError
-from asyncsync.pipeline.source import iter_jobs, open_inputs
+from asyncsync.pipeline.source import BOM, binary_reason, iter_jobs, open_inputs
 from asyncsync.pipeline.worker import HashSettings, hash_job
 from asyncsync.rules.hashing import REASONS, digest_size
 from asyncsync.rules.ids import Reject, hash_id, normalize
@@ -53,6 +54,8 @@ from asyncsync.rules.limits import HashAlgo, IdType
 
 KINDS = [IdType.AUTO, IdType.EMAIL, IdType.PHONE, IdType.SHA256, IdType.MD5]
 MAID = b"5f3a2b18-9c4d-4e7f-b8e2-17d3a1e69b25"
+SNIFF_BYTES = 64 * 1024
+"""The head an input is judged text or binary on."""
 PIECES = [
     MAID, MAID.upper(), b" " + MAID + b" ", b"00000000-0000-0000-0000-000000000000",
     b"Jane.Doe+x@Example.COM", b"a@b", b"user@.com", b"+44 (0)20 7946 0958", b"0012025550143",
@@ -200,10 +203,13 @@ def run_text(target: Target, budget: settings, work: Path) -> None:
         path.write_bytes(body)
         with alarm(10):
             got = read_all(path, kind, algo, None, chunk)
+        head = data[len(BOM) :] if data.startswith(BOM) else data
+        binary = binary_reason(head[:SNIFF_BYTES])
         if got is None:
             target.refused += 1
-            raise AssertionError("a text input without NUL bytes in its head was refused")
+            assert binary is not None, "a text input was refused as binary"
             return
+        assert binary is None, f"a binary input was read as text ({binary})"
         lines = lines_of(data)
         rejected, digests = oracle(lines, kind, algo)
         assert got[0] == len(lines), (got[0], len(lines))

@@ -264,5 +264,6 @@ async def test_a_mirror_dry_run_writes_no_part_file(sandbox: Sandbox, tmp_path: 
     assert dry.plan is not None and dry.mirror is not None and real.mirror is not None
     assert dry.mirror.mode == real.mirror.mode == "diff"
     assert (dry.mirror.added, dry.mirror.removed) == (real.mirror.added, real.mirror.removed)
-    assert (dry.plan.parts, dry.plan.bytes) == (real.parts, real.bytes_uploaded) == (8, 670 * DIGEST_LINE)
+    planned = (dry.plan.parts, dry.plan.bytes)
+    assert planned == (real.parts, real.bytes_uploaded) == (8, 670 * DIGEST_LINE)
     assert [op.action for op in dry.plan.operations] == ["APPEND", "REMOVE"]

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from asyncsync.cli import main
 from asyncsync.errors import InputError, UsageError
 from asyncsync.pipeline.prepare import PrepareResult, prepare
+from asyncsync.pipeline.source import BOM, binary_reason
 from asyncsync.rules.hashing import REASONS
 from asyncsync.rules.ids import Reject, hash_id, normalize
 from asyncsync.sandbox import Sandbox
@@ -153,8 +154,14 @@ def test_every_line_of_hostile_text_is_counted_valid_or_rejected_with_a_reason(
         result = run_prepare(src, out, id_type=id_type)
     except InputError as exc:
         # Only an input without a single valid line may be refused, with one clear line, or one
-        # whose first bytes say it is compressed (gzip or zstd) while it is not.
-        assert not digests or data.startswith((b"\x1f\x8b\x08", b"\x28\xb5\x2f\xfd")), exc
+        # whose first bytes say it is compressed (gzip or zstd) while it is not, or whose head is
+        # not text by the documented rule (a known binary format or UTF-16, or mostly not text).
+        head = data[len(BOM) :] if data.startswith(BOM) else data
+        assert (
+            not digests
+            or data.startswith((b"\x1f\x8b\x08", b"\x28\xb5\x2f\xfd"))
+            or binary_reason(head[: 64 * 1024]) is not None
+        ), exc
         assert "\n" not in str(exc) and str(src) in str(exc)
         return
     check_accounting(result)
@@ -219,13 +226,19 @@ def compress(data: bytes, compression: str) -> bytes:
 
 
 @pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
-def test_nul_bytes_at_the_start_refuse_the_file_and_later_ones_are_malformed_lines(
+def test_a_head_of_nul_bytes_refuses_the_file_and_a_few_nul_bytes_are_malformed_lines(
     tmp_path: Path, compression: str
 ) -> None:
     head, out = fresh(tmp_path)
-    head.write_bytes(compress(MAID.encode() + b"\n\x00\x00\n", compression))
+    head.write_bytes(compress(MAID.encode() + b"\n" + b"\x00" * 4096 + b"\n", compression))
     with pytest.raises(InputError, match="not a text file"):
         run_prepare(head, out)
+
+    few, out = fresh(tmp_path)
+    few.write_bytes(compress(MAID.encode() + b"\n\x00\x00\n", compression))
+    result = run_prepare(few, out)
+    check_accounting(result)
+    assert (result.rows_read, result.rejected["malformed"], result.rows_written) == (2, 1, 1)
 
     late, out = fresh(tmp_path)
     filler = (MAID + "\n").encode() * 3000  # past the 64 KiB sniffed for binary data

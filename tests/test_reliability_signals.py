@@ -1,6 +1,7 @@
 """Ctrl-C (SIGINT) in each stage of ``asyncsync sync`` exits 130 within 5 s with a consistent
-journal, and the same command then finishes the job exactly; SIGKILL at many seeded moments
-never costs a second audience, a lost ID or a part uploaded twice outside those in flight.
+journal (SIGTERM: 143), and the same command then finishes the job exactly; SIGKILL at many
+seeded moments never costs a second audience, a lost ID or a part uploaded twice outside those
+in flight.
 
 Uses the harness of ``tests/helpers/process.py`` (a sandbox in its own process, the job in its
 own process group); ``test_crash_resume.py`` covers Ctrl-C while uploading and four kill points.
@@ -50,22 +51,29 @@ def check_journal(state_dir: Path, uploads_received: int) -> None:
         assert recorded[0] <= uploads_received
 
 
-def interrupt_when(job: Job, reached: Callable[[], bool]) -> float:
-    """Start the job, send SIGINT to its process group once ``reached()``; returns how long it
-    took to exit (asserting exit code 130 and the one-line message)."""
+def interrupt_when(
+    job: Job, reached: Callable[[], bool], sig: signal.Signals = signal.SIGINT
+) -> float:
+    """Start the job, send ``sig`` (SIGINT to its process group, as Ctrl-C does; SIGTERM to
+    the command alone, as ``kill`` does) once ``reached()``; returns how long it took to exit
+    (asserting exit code 130 or 143 and the one-line message)."""
     proc = job.start()
     deadline = time.monotonic() + 60
     while not reached():
         assert proc.poll() is None, "the job ended before the moment came"
         assert time.monotonic() < deadline, "the moment never came"
         time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGINT)
+    if sig is signal.SIGINT:
+        os.killpg(proc.pid, sig)
+    else:
+        os.kill(proc.pid, sig)
     sent = time.monotonic()
     code = job.collect(proc, timeout=15)
     took = time.monotonic() - sent
-    assert code == 130, job.outputs[-1].decode()
+    assert code == 128 + sig, job.outputs[-1].decode()
     last = job.outputs[-1].decode().strip().splitlines()[-1]
-    assert last == "asyncsync: interrupted; run the same command again to resume"
+    what = "interrupted" if sig is signal.SIGINT else "terminated (SIGTERM)"
+    assert last == f"asyncsync: {what}; run the same command again to resume"
     return took
 
 
@@ -98,6 +106,26 @@ def test_sigint_while_hashing_exits_130_within_5s_and_the_rerun_finishes(
     assert sb.counts().get(UPLOAD, 0) == 0
     check_journal(tmp_path / "state", 0)
     finish(job, sb, "sigint hashing", expected)
+
+
+def test_sigterm_while_hashing_exits_143_within_5s_and_the_rerun_finishes(
+    sandbox_process: SandboxProcess, tmp_path: Path
+) -> None:
+    sb = sandbox_process
+    export = tmp_path / "export.txt"
+    expected = write_messy_maids(export, 100_000, seed=33)
+    job = sync_job(sb, tmp_path, export, "sigterm hashing")
+    work = tmp_path / "state" / "work"
+
+    def hashing() -> bool:
+        started = work.exists() and any(p.is_file() for p in work.rglob("*"))
+        return started and sb.counts().get(UPLOAD, 0) == 0
+
+    took = interrupt_when(job, hashing, signal.SIGTERM)
+    assert took < 5
+    assert sb.counts().get(UPLOAD, 0) == 0
+    check_journal(tmp_path / "state", 0)
+    finish(job, sb, "sigterm hashing", expected)
 
 
 def test_sigint_during_audience_operations_exits_130_within_5s_and_the_rerun_finishes(

@@ -7,6 +7,7 @@ sandbox's web server or the sync job.
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -45,3 +46,14 @@ class _LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="asyncsync")
 def main() -> None:
     """Stream very large ID exports into TikTok custom audiences, exactly once."""
+    _reopen_closed_std_fds()
+
+
+def _reopen_closed_std_fds() -> None:
+    """Give a closed stdin, stdout or stderr (``cmd <&-``) /dev/null: otherwise the next file
+    opened takes its number, and the event loop's internals, or a print, would use it as such."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one

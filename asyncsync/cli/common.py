@@ -6,12 +6,17 @@ This package is the only code that prints, draws progress or calls ``sys.exit``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
 import re
+import signal
 import sys
-from collections.abc import Callable, Coroutine, Mapping
+import threading
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
+from types import FrameType
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
@@ -26,6 +31,11 @@ T = TypeVar("T")
 EXIT_FAILED = 1
 EXIT_PAUSED = 3
 EXIT_INTERRUPTED = 130
+"""Stopped by SIGINT (Ctrl-C): 128 + 2."""
+EXIT_TERMINATED = 143
+"""Stopped by SIGTERM (``kill``, a service manager, a timeout): 128 + 15."""
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 #: Human output goes to stderr so that ``--json`` leaves stdout to the JSON summary.
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -38,27 +48,110 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     sys.exit(code)
 
 
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on uvloop when available (the CLI's event loop), else on asyncio's."""
+class Interrupted(Exception):
+    """The command was stopped by SIGINT or SIGTERM; its exit code is 128 + the signal number.
+
+    Both stop a command the same way: the running coroutine is cancelled, so every stage cleans
+    up (the pool shuts down, the journal keeps what was done) before the process exits.
+    """
+
+    def __init__(self, signum: int, hint: str = "") -> None:
+        self.signum = signum
+        what = "interrupted" if signum == signal.SIGINT else "terminated"
+        name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+        super().__init__(f"{what}{name}{'; ' + hint if hint else ''}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@dataclass(slots=True)
+class _Stop:
+    signum: int | None = None
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Outside the event loop, SIGTERM raises :class:`Interrupted` as SIGINT raises
+    ``KeyboardInterrupt`` (only where Python lets a handler be set: the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+async def _stoppable(coro: Coroutine[Any, Any, T], stop: _Stop) -> T:
+    """Run ``coro``; SIGINT or SIGTERM cancels it (so that it cleans up) and is remembered in
+    ``stop.signum``."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    def on_signal(signum: int) -> None:
+        stop.signum = signum
+        task.cancel()
+
+    installed: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            previous = signal.getsignal(signum)
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed[signum] = previous
+    try:
+        return await coro
+    finally:
+        for number, before in installed.items():
+            loop.remove_signal_handler(number)
+            signal.signal(number, before)  # as it was before the loop took it over
+
+
+def run_async(coro: Coroutine[Any, Any, T], *, hint: str = "") -> T:
+    """Run ``coro`` on uvloop when available (the CLI's event loop), else on asyncio's.
+
+    SIGINT and SIGTERM cancel ``coro`` and then raise :class:`Interrupted` (whatever the
+    cancelled coroutine raised on its way out is its ``__cause__``); ``hint`` is added to its
+    message (such as how to resume).
+    """
+    stop = _Stop()
+    try:
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+            return asyncio.run(_stoppable(coro, stop))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(_stoppable(coro, stop))
+    except BaseException as exc:
+        if stop.signum is None:
+            raise
+        raise Interrupted(stop.signum, hint) from exc
 
 
 def handle_errors(func: Callable[P, T]) -> Callable[P, T]:
     """Turn asyncsync errors into one line on stderr and the contract's exit code.
 
-    ``AsyncSyncError`` → its ``exit_code``; Ctrl-C → 130; any other exception → exit 1 with a
-    one-line message (set ``ASYNCSYNC_DEBUG=1`` to see the traceback).
+    ``AsyncSyncError`` → its ``exit_code``; Ctrl-C (SIGINT) → 130 and SIGTERM → 143, each with
+    one line (``asyncsync: interrupted`` / ``asyncsync: terminated (SIGTERM)``); any other
+    exception → exit 1 with a one-line message (set ``ASYNCSYNC_DEBUG=1`` to see the traceback).
     """
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            return func(*args, **kwargs)
+            with _sigterm_raises():
+                return func(*args, **kwargs)
+        except Interrupted as exc:
+            click.echo(f"asyncsync: {exc}", err=True)
+            sys.exit(exc.exit_code)
         except AsyncSyncError as exc:
             if os.environ.get("ASYNCSYNC_DEBUG"):
                 raise
@@ -130,9 +223,9 @@ def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--hash",
             "hash_algo",
             type=click.Choice([h.value for h in HashAlgo]),
-            default=HashAlgo.SHA256.value,
-            show_default=True,
-            help="Digest written to the parts (email and phone: sha256 only).",
+            default=None,
+            help="Digest written to the parts (email and phone: sha256 only) [default: the "
+            "hash of already hashed input (--id-type sha256|md5), else sha256].",
         ),
         click.option(
             "--column",

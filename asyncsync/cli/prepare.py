@@ -15,6 +15,7 @@ from asyncsync.cli.common import (
     print_phone_hint,
     run_async,
 )
+from asyncsync.errors import UsageError
 from asyncsync.events import ChunkHashed, Event, PartWritten
 from asyncsync.pipeline import PrepareOptions, PrepareResult, prepare
 from asyncsync.sample import KINDS, write_sample
@@ -71,21 +72,42 @@ class _ProgressReporter:
     help="Directory for part-NNNNN.txt files and manifest.json (stale parts there are removed).",
 )
 @prepare_options
+@click.option(
+    "--dask",
+    "dask_scheduler",
+    metavar="SCHEDULER_ADDRESS",
+    default=None,
+    help="Run the hashing and dedupe on this Dask cluster (e.g. tcp://host:8786; needs the "
+    "extra asyncsync[dask]). INPUT... may then be fsspec URLs and Parquet; -o must be a "
+    "directory every worker sees at the same path.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @handle_errors
 def prepare_command(
     inputs: tuple[str, ...],
     out_dir: str,
     id_type: str,
-    hash_algo: str,
+    hash_algo: str | None,
     column: str | None,
     max_file_bytes: int,
     workers: int | None,
     default_country: str | None,
+    dask_scheduler: str | None,
     as_json: bool,
 ) -> None:
-    """Normalize, hash, dedupe and split INPUT... (files, .gz, .zst, or - for stdin) into part
-    files and a manifest. No network."""
+    """Normalize, hash, dedupe and split INPUT... (files, .gz, .zst, - for stdin, or a pipe
+    such as <(zcat a.gz)) into part files and a manifest. No network (except to the Dask
+    cluster given with --dask)."""
+    if dask_scheduler is not None:
+        result = _prepare_on_dask(
+            inputs, out_dir, id_type, hash_algo, column, max_file_bytes, workers, dask_scheduler,
+            default_country,
+        )
+        if as_json:
+            print_json(summary(result))
+        else:
+            _print_summary(result)
+        return
     options = PrepareOptions(
         id_type=id_type,  # type: ignore[arg-type]
         hash_algo=hash_algo,  # type: ignore[arg-type]
@@ -116,6 +138,40 @@ def prepare_command(
         print_phone_hint(
             result.calculate_type.value, default_country, result.rejected, result.national_phones
         )
+
+
+def _prepare_on_dask(
+    inputs: tuple[str, ...],
+    out_dir: str,
+    id_type: str,
+    hash_algo: str | None,
+    column: str | None,
+    max_file_bytes: int,
+    workers: int | None,
+    scheduler: str,
+    default_country: str | None,
+) -> PrepareResult:
+    """``prepare --dask``: Dask is imported only here, so the local command never pays for it."""
+    if workers is not None:
+        raise UsageError("--workers sets the local pool; with --dask the cluster's workers hash")
+    try:
+        from asyncsync.dask import prepare as dask_prepare
+    except ImportError as exc:
+        raise UsageError(
+            f"--dask needs the Dask extra: pip install 'asyncsync[dask]' ({exc})"
+        ) from None
+    if console.is_terminal:
+        console.print(f"preparing on the Dask cluster at {scheduler} ...")
+    return dask_prepare(
+        list(inputs),
+        out_dir=out_dir,
+        column=column,
+        id_type=id_type,
+        hash=hash_algo,
+        max_file_bytes=max_file_bytes,
+        client=scheduler,
+        default_country=default_country,
+    )
 
 
 @click.command("sample")

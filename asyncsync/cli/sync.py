@@ -1,8 +1,8 @@
 """``asyncsync sync``: prepare the inputs, upload the parts and create or update the audience.
 
 Exit codes (``docs/jobs.md``): 0 done, 1 failed after retries, 2 bad usage or input, 3 paused
-(a quota or a running operation; the same command resumes), 130 interrupted (the journal stays
-consistent, the same command resumes).
+(a quota or a running operation; the same command resumes), 130 interrupted (143 on SIGTERM;
+the journal stays consistent, the same command resumes).
 """
 
 from __future__ import annotations
@@ -10,18 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import tempfile
-import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
 from asyncsync.cli.common import (
-    EXIT_INTERRUPTED,
     EXIT_PAUSED,
     api_options,
     check_api_base,
@@ -43,7 +40,6 @@ if TYPE_CHECKING:
     from asyncsync.sandbox import Sandbox
     from asyncsync.tiktok.client import TikTokClient
 
-T = TypeVar("T")
 
 SANDBOX_ADVERTISER_ID: Final = "7000000000000000001"
 """The advertiser a ``--sandbox`` run acts for when none is given (a sandbox token fits any)."""
@@ -201,21 +197,15 @@ def sync_command(
         "dry_run": dry_run,
         "restart": restart,
     }
-    interrupt = _Interrupt()
     try:
+        # SIGINT or SIGTERM cancels the job, which leaves the journal as it stood: Interrupted.
         summary, members = run_async(
-            _interruptible(_run(inputs, target, sandbox, state_dir, job, options), interrupt)
+            _run(inputs, target, sandbox, state_dir, job, options),
+            hint="run the same command again to resume",
         )
     except Paused as exc:
         _report_paused(exc, as_json)
         sys.exit(EXIT_PAUSED)
-    except (Exception, KeyboardInterrupt, asyncio.CancelledError):
-        if not interrupt.seen:
-            raise
-        # Ctrl-C also reaches the hashing processes: whatever error their end caused, the job
-        # was interrupted, and the journal holds it as the sync job left it on cancellation.
-        click.echo("asyncsync: interrupted; run the same command again to resume", err=True)
-        sys.exit(EXIT_INTERRUPTED)
     _report_done(summary, members, as_json=as_json, sandbox=sandbox, dry_run=dry_run)
     if not as_json:
         print_phone_hint(
@@ -224,34 +214,6 @@ def sync_command(
             summary.get("rejected", {}),
             summary.get("national_phones"),
         )
-
-
-@dataclass(slots=True)
-class _Interrupt:
-    seen: bool = False
-
-
-async def _interruptible(coro: Coroutine[Any, Any, T], interrupt: _Interrupt) -> T:
-    """Run ``coro``; Ctrl-C (SIGINT) cancels it, so that the sync job stops cleanly, and is
-    remembered in ``interrupt.seen`` for the exit code."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-
-    def on_sigint() -> None:
-        interrupt.seen = True
-        task.cancel()
-
-    installed = False
-    if threading.current_thread() is threading.main_thread():
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGINT, on_sigint)
-            installed = True
-    try:
-        return await coro
-    finally:
-        if installed:
-            loop.remove_signal_handler(signal.SIGINT)
 
 
 async def _run(

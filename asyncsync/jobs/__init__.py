@@ -134,7 +134,7 @@ async def sync_audience(
     )
     options = _prepare_options(prepare_options)
     try:
-        ct = calculate_type(options.id_type, options.hash_algo).value
+        ct = calculate_type(options.id_type, options.digest).value
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     fingerprint, resumable = input_fingerprint(inputs, options.fingerprint(), paths_per_call)

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from asyncsync.errors import InputError, UsageError
+from asyncsync.pipeline.source import is_stream
 from asyncsync.rules.limits import MAX_FILE_PATHS_PER_CALL
 from asyncsync.store.journal import job_key
 
@@ -186,16 +187,17 @@ def input_fingerprint(
     paths_per_call: int,
 ) -> tuple[dict[str, Any], bool]:
     """(fingerprint, resumable): absolute paths, sizes and mtimes of the inputs, the prepare
-    options that change the parts, and ``paths_per_call``. Standard input (``-``) cannot be
-    fingerprinted, so a job reading it is not resumable. Raises InputError for a missing input.
+    options that change the parts, and ``paths_per_call``. A stream (``-``, a pipe, a FIFO:
+    see ``is_stream``) cannot be fingerprinted, so a job reading one is not resumable. Raises
+    InputError for a missing input.
     """
     entries: list[dict[str, Any]] = []
     resumable = True
     for raw in inputs:
         text = os.fspath(raw)
-        if text == STDIN:
+        if is_stream(text):
             resumable = False
-            entries.append({"path": STDIN})
+            entries.append({"path": text})
             continue
         path = os.path.abspath(text)
         try:

@@ -28,6 +28,7 @@ with this run's parts. Only those names are touched; other files in the director
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import multiprocessing
 import os
@@ -69,7 +70,14 @@ from asyncsync.pipeline.parts import (
     write_json_atomic,
     write_part,
 )
-from asyncsync.pipeline.source import InputSpec, iter_jobs, open_inputs, parse_column
+from asyncsync.pipeline.source import (
+    MAX_RECORD_BYTES,
+    InputSpec,
+    LineTooLongError,
+    iter_jobs,
+    open_inputs,
+    parse_column,
+)
 from asyncsync.pipeline.worker import ChunkResult, HashSettings, hash_job, init_worker, ready
 from asyncsync.rules.hashing import REASONS, digest_size
 from asyncsync.rules.ids import check_default_country
@@ -106,7 +114,10 @@ class PrepareOptions:
     """How ``prepare`` reads, hashes and splits its inputs.
 
     ``id_type``: what the lines hold (``auto`` means mobile IDs, as ``maid``). ``hash_algo``:
-    digest written (email and phone: sha256 only; ``sha256``/``md5`` input must match it).
+    digest written (email and phone: sha256 only). ``None`` (the default) means implied:
+    already hashed input (``sha256``/``md5``) keeps its own hash, anything else gets sha256;
+    an explicit ``hash_algo`` that contradicts already hashed input raises ``UsageError``
+    naming both options. Once built, ``hash_algo`` holds the digest actually written.
     ``column``: read CSV and take this column: a header name, or a 1-based index (an ``int`` or
     a string of digits); with an index the first record is a header only if its field is no
     valid ID and holds no digit. ``max_file_bytes``: largest part, at most 250 MB.
@@ -114,7 +125,8 @@ class PrepareOptions:
     of phone numbers written without ``+``/``00`` (``--default-country``; see
     :func:`asyncsync.rules.ids.normalize_phone`).
 
-    Tuning (none of these changes the output): ``chunk_bytes`` of input per chunk;
+    Tuning (none of these changes the output): ``chunk_bytes`` of input per chunk (4 KiB to
+    64 MiB, the longest line accepted);
     ``chunks_in_flight`` chunks submitted and not done (default ``2 * workers``);
     ``merge_rows`` rows sorted at once by a worker; ``bucket_bits`` (1-16) how finely the digest
     space is split for the merge; ``spill_dir`` where the temporary digest runs go (default: a
@@ -122,8 +134,10 @@ class PrepareOptions:
     report; ``fsync`` parts before renaming them.
 
     Worst-case memory, with W = workers, C = chunk_bytes, F = chunks_in_flight:
-    the parent holds up to F chunks of streamed input (compressed, stdin, CSV), about ``2 * F * C``
-    (nothing for plain files, which the workers read themselves); each worker about ``7 * C``
+    the parent holds up to F chunks of streamed input (compressed, streams, CSV), about
+    ``2 * F * C``, plus, per input being read, one unfinished line of at most 64 MiB (longer lines
+    are refused; decompression never produces more than one chunk at a time) (nothing for plain
+    files, which the workers read themselves); each worker about ``7 * C``
     while hashing (input, line index, ID matrix, digests, bucketed copy) and about
     ``(3.5 * D + 8) * merge_rows`` while merging (D = 32 bytes per SHA256 digest, 16 for MD5);
     part writing needs about 20 MB per worker; the parent keeps 4 bytes per bucket per chunk
@@ -133,7 +147,7 @@ class PrepareOptions:
     """
 
     id_type: IdType = IdType.AUTO
-    hash_algo: HashAlgo = HashAlgo.SHA256
+    hash_algo: HashAlgo | None = None
     column: str | int | None = None
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     workers: int | None = None
@@ -152,18 +166,15 @@ class PrepareOptions:
         except ValueError:
             choices = ", ".join(t.value for t in IdType)
             raise UsageError(f"--id-type {self.id_type!r}: expected one of {choices}") from None
-        try:
-            object.__setattr__(self, "hash_algo", HashAlgo(self.hash_algo))
-        except ValueError:
-            raise UsageError(f"--hash {self.hash_algo!r}: expected sha256 or md5") from None
+        object.__setattr__(self, "hash_algo", _hash_for(self.id_type, self.hash_algo))
         object.__setattr__(self, "column", parse_column(self.column))
         if self.spill_dir is not None:
             object.__setattr__(self, "spill_dir", Path(self.spill_dir))
         try:
-            calculate_type(self.id_type, self.hash_algo)
+            calculate_type(self.id_type, self.digest)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        line = 2 * digest_size(self.id_type, self.hash_algo) + 1
+        line = 2 * self.digest_size + 1
         if not line <= self.max_file_bytes <= MAX_FILE_BYTES:
             raise UsageError(
                 f"--max-file-bytes {self.max_file_bytes}: must be between {line} (one line) "
@@ -173,8 +184,10 @@ class PrepareOptions:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < low):
                 raise UsageError(f"{name} must be an integer >= {low}, not {value!r}")
-        if self.chunk_bytes < 4096:
-            raise UsageError(f"chunk_bytes must be at least 4096, not {self.chunk_bytes}")
+        if not 4096 <= self.chunk_bytes <= MAX_RECORD_BYTES:
+            raise UsageError(
+                f"chunk_bytes must be between 4096 and {MAX_RECORD_BYTES}, not {self.chunk_bytes}"
+            )
         if self.merge_rows < 1:
             raise UsageError(f"merge_rows must be positive, not {self.merge_rows}")
         if not 1 <= self.bucket_bits <= 16:
@@ -189,12 +202,18 @@ class PrepareOptions:
             object.__setattr__(self, "default_country", region)
 
     @property
+    def digest(self) -> HashAlgo:
+        """The digest written (``hash_algo`` once resolved)."""
+        assert self.hash_algo is not None  # resolved by __post_init__
+        return self.hash_algo
+
+    @property
     def calculate_type(self) -> CalculateType:
-        return calculate_type(self.id_type, self.hash_algo)
+        return calculate_type(self.id_type, self.digest)
 
     @property
     def digest_size(self) -> int:
-        return digest_size(self.id_type, self.hash_algo)
+        return digest_size(self.id_type, self.digest)
 
     def resolved_workers(self) -> int:
         return self.workers or os.cpu_count() or 1
@@ -204,13 +223,35 @@ class PrepareOptions:
         kind = IdType.MAID if self.id_type is IdType.AUTO else self.id_type
         out: dict[str, object] = {
             "id_type": kind.value,
-            "hash": self.hash_algo.value,
+            "hash": self.digest.value,
             "column": self.column,
             "max_file_bytes": self.max_file_bytes,
         }
         if self.default_country is not None and kind is IdType.PHONE:
             out["default_country"] = self.default_country
         return out
+
+
+_HASHED: Final = {IdType.SHA256: HashAlgo.SHA256, IdType.MD5: HashAlgo.MD5}
+"""Already hashed input and the hash it carries."""
+
+
+def _hash_for(id_type: IdType, given: HashAlgo | str | None) -> HashAlgo:
+    """The digest to write: ``given``, or the one ``id_type`` implies; ``UsageError`` when an
+    explicit ``--hash`` contradicts already hashed input."""
+    implied = _HASHED.get(id_type)
+    if given is None:
+        return implied or HashAlgo.SHA256
+    try:
+        algo = HashAlgo(given)
+    except ValueError:
+        raise UsageError(f"--hash {given!r}: expected sha256 or md5") from None
+    if implied is not None and algo is not implied:
+        raise UsageError(
+            f"--id-type {id_type.value} and --hash {algo.value} disagree: {id_type.value} input "
+            f"is already hashed with {implied.value} (drop --hash, it is implied)"
+        )
+    return algo
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,12 +427,34 @@ def _prepare_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    # forkserver: workers do not inherit the event loop, its threads or open files; the server
-    # preloads the hashing modules once (numpy import) for every later pool.
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["asyncsync.pipeline.worker"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker)
+class _Pool(ProcessPoolExecutor):
+    """The hashing pool: forkserver workers that never outlive this process.
+
+    forkserver: workers do not inherit the event loop, its threads or open files; the server
+    preloads the hashing modules once (numpy import) for every later pool. Each worker gets the
+    read end of a pipe whose write end only this process holds, and exits when it reaches
+    end-of-file: when the pool is shut down, or when this process dies, even by SIGKILL (see
+    :func:`asyncsync.pipeline.worker.init_worker`).
+    """
+
+    def __init__(self, workers: int) -> None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["asyncsync.pipeline.worker"])
+        self._lifeline, self._lifeline_end = ctx.Pipe(duplex=False)
+        super().__init__(
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=init_worker,
+            initargs=(self._lifeline,),
+        )
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait:
+            # Every worker has exited: nothing needs the pipe any more. (Without waiting, the
+            # pipe closes when the pool is collected, ending any worker still running.)
+            self._lifeline_end.close()
+            self._lifeline.close()
 
 
 class _Stats:
@@ -409,6 +472,12 @@ class _Stats:
         valid = sum(c.valid for c in self.chunks.values())
         rejected = [sum(c.rejected[i] for c in self.chunks.values()) for i in range(3)]
         return rows, valid, rejected
+
+    def lines_before(self, input_index: int, seq: int) -> int:
+        """Line ends of input ``input_index`` in its chunks before chunk ``seq``."""
+        return sum(
+            c.newlines for c in self.chunks.values() if c.input_index == input_index and c.seq < seq
+        )
 
     def sample(self, cap: int) -> tuple[RejectedLine, ...]:
         out: list[RejectedLine] = []
@@ -435,12 +504,12 @@ async def _hash_step(
     in_flight = opts.chunks_in_flight or 2 * opts.resolved_workers()
     permits = asyncio.Semaphore(in_flight)
     pending: set[asyncio.Future[ChunkResult]] = set()
-    failed: list[BaseException] = []
+    failed: list[tuple[int, BaseException]] = []  # (chunk seq, error)
     sizes = [s.size for s in specs]
     total = None if any(not s.ranged for s in specs) else sum(x or 0 for x in sizes)
     bytes_done = 0
 
-    def done(fut: asyncio.Future[ChunkResult]) -> None:
+    def done(seq: int, fut: asyncio.Future[ChunkResult]) -> None:
         nonlocal bytes_done
         permits.release()
         pending.discard(fut)
@@ -448,7 +517,7 @@ async def _hash_step(
             return
         exc = fut.exception()
         if exc is not None:
-            failed.append(exc)
+            failed.append((seq, exc))
             return
         res = fut.result()
         stats.chunks[res.seq] = res
@@ -472,11 +541,15 @@ async def _hash_step(
                 fut = loop.run_in_executor(starting.result(), hash_job, job, settings)
             else:
                 fut = on_thread = loop.run_in_executor(None, hash_job, job, settings)
-            fut.add_done_callback(done)
+            fut.add_done_callback(functools.partial(done, job.seq))
             pending.add(fut)
     await asyncio.gather(*pending, return_exceptions=True)
     if failed:
-        raise failed[0]
+        # The first error in input order; every chunk before it has been hashed by now.
+        _, exc = min(failed, key=lambda f: f[0])
+        if isinstance(exc, LineTooLongError) and exc.line is None:
+            exc = exc.numbered(stats.lines_before(exc.input_index, exc.seq))
+        raise exc
     return stats
 
 
@@ -622,17 +695,21 @@ async def prepare(
     """Normalize, hash, dedupe and split ``inputs`` into part files in ``out_dir``.
 
     ``inputs``: paths of plain, gzip or zstd files (detected from their first bytes), ``"-"``
-    for stdin. Options: ``options=PrepareOptions(...)`` or its fields as keywords
-    (``id_type="email"``, ``column="email"``, ``max_file_bytes=...``, ``workers=...``).
-    ``on_part`` is awaited once per part, in index order, as soon as that part is final,
-    while later parts are still being produced (a slow callback slows production down).
-    Progress goes to ``reporter`` as ``StageChanged``, ``ChunkHashed`` and ``PartWritten``.
+    for stdin, or any other stream given by name (a pipe, ``/dev/stdin``, a named FIFO: see
+    :func:`asyncsync.pipeline.source.is_stream`), read once, front to back. Options:
+    ``options=PrepareOptions(...)`` or its fields as keywords (``id_type="email"``,
+    ``column="email"``, ``max_file_bytes=...``, ``workers=...``). ``on_part`` is awaited once
+    per part, in index order, as soon as that part is final, while later parts are still being
+    produced (a slow callback slows production down). Progress goes to ``reporter`` as
+    ``StageChanged``, ``ChunkHashed`` and ``PartWritten``.
 
     Writes ``out_dir/part-00001.txt``... and, last and atomically, ``out_dir/manifest.json``.
     Raises ``UsageError`` (bad option), ``InputError`` (missing, unreadable or binary input,
-    unknown CSV column), ``NoValidIdsError`` (no valid line at all), ``OutputError`` (the
-    output directory cannot be written); no manifest is left behind on failure.
+    unknown CSV column, a line longer than 64 MiB: ``LineTooLongError``, with its line number),
+    ``NoValidIdsError`` (no valid line at all), ``OutputError`` (the output directory cannot be
+    written); no manifest is left behind on failure.
     """
+
     opts = _options(options, option_fields)
     started = time.perf_counter()
     names = [os.fspath(x) for x in inputs]
@@ -695,7 +772,7 @@ async def prepare(
 def _hash_settings(opts: PrepareOptions, spill: Path) -> HashSettings:
     return HashSettings(
         id_type=opts.id_type,
-        hash_algo=opts.hash_algo,
+        hash_algo=opts.digest,
         sample_cap=opts.sample_cap,
         bucket_bits=opts.bucket_bits,
         spill_dir=str(spill),
@@ -720,7 +797,7 @@ def _discard_tmp(root: Path) -> None:
 
 def _start_pool(workers: int) -> ProcessPoolExecutor:
     """A started pool (blocking: run on a thread)."""
-    pool = _pool(workers)
+    pool = _Pool(workers)
     try:
         pool.submit(ready).result()
     except BaseException:

@@ -1,10 +1,22 @@
-"""Reading inputs: plain, gzip, zstd or stdin; text (one ID a line) or a CSV column.
+"""Reading inputs: plain, gzip, zstd or streams; text (one ID a line) or a CSV column.
 
 The parent process only plans and, where it must, streams: a plain uncompressed text file is cut
 into byte ranges that the pool workers read themselves (:func:`read_range`), so no input byte
-crosses a pipe. Compressed files, stdin and CSV are read here in multi-MiB blocks (on a thread,
+crosses a pipe. Compressed files, streams and CSV are read here in multi-MiB blocks (on a thread,
 never a thread hop per line), cut on line boundaries (on record boundaries for CSV, so a quoted
 field spanning several lines stays whole) and shipped to the workers as :class:`DataJob`.
+
+A stream is ``-`` (stdin) or any name that is not a regular file or a directory: a pipe
+(``<(cat ids.txt)``, ``/dev/stdin``), a named FIFO, a character device (:func:`is_stream`). A
+stream is opened once and read once, front to back: its compression, whether it is text, and
+its CSV layout are decided from its first block, on the reading thread, when its turn comes.
+
+Memory stays bounded whatever the input: every reader hands out at most one chunk a call
+(decompression included: a zstd frame that expands to gigabytes is read a chunk at a time), and
+a line (or CSV record) longer than :data:`MAX_RECORD_BYTES` is refused with its line number.
+
+Which kind an input is, is decided in one place, :func:`_check_one`; what reads each kind, in
+:func:`iter_jobs`.
 
 A chunk's rows are numbered by the worker from 0; the parent turns them into file line numbers
 once every earlier chunk of the same input has reported how many line ends it held.
@@ -13,30 +25,41 @@ once every earlier chunk of the same input has reported how many line ends it he
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import gzip
 import io
 import os
+import re
+import stat
 import sys
+import threading
 import zlib
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Any, Final
 
 import numpy as np
-import zstandard
 
 from asyncsync.errors import InputError, UsageError
 from asyncsync.rules.ids import Reject, normalize
 from asyncsync.rules.limits import IdType
 
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
+
 __all__ = [
     "CsvLayout",
     "DataJob",
     "InputSpec",
+    "LineTooLongError",
     "RangeJob",
+    "binary_reason",
     "csv_values",
+    "is_stream",
     "iter_jobs",
     "open_inputs",
     "read_range",
@@ -48,10 +71,38 @@ GZIP_DEFLATE: Final = b"\x08"
 """The compression method byte after the magic: deflate is the only one gzip defines."""
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 STDIN: Final = "-"
+DETECT: Final = "detect"
+"""The compression of a stream, decided from its first bytes when it is read."""
 DELIMITERS: Final = (",", ";", "\t", "|")
 MAX_RECORD_BYTES: Final = 64 * 1024 * 1024
 """A line or CSV record longer than this means the input is not an ID export."""
 _SNIFF_BYTES: Final = 64 * 1024
+BINARY_SHARE: Final = 0.3
+"""An input whose first 64 KiB hold more than this share of bytes that are not text (NUL and
+other control bytes, invalid UTF-8) is refused as binary; a few such bytes are malformed lines."""
+BINARY_MAGIC: Final = (
+    (b"PAR1", "Parquet data"),
+    (b"PK\x03\x04", "a zip archive: xlsx, docx, jar or zip"),
+    (b"PK\x05\x06", "an empty zip archive"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an OLE2 document: xls or doc"),
+    (b"ARROW1", "Arrow IPC data"),
+    (b"Obj\x01", "Avro data"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"%PDF-", "a PDF document"),
+    (b"\xfd7zXZ\x00", "xz data; decompress it first"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"\x7fELF", "an executable"),
+    (b"\xff\xfe", "UTF-16 text; convert it to UTF-8"),
+    (b"\xfe\xff", "UTF-16 text; convert it to UTF-8"),
+)
+"""Formats known by their first bytes (after decompression) that are never an ID export."""
+_INTEGER: Final = re.compile(r"[+-]?[0-9]+")
+_CONTROL_BYTES: Final = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
+_OTHER_BYTES: Final = bytes(b for b in range(256) if b not in _CONTROL_BYTES)
 
 #: Stands for a CSV record lacking the column: NUL is malformed for every id type, never empty.
 MISSING_FIELD: Final = b"\x00"
@@ -67,20 +118,36 @@ class CsvLayout:
 
 
 @dataclass(frozen=True, slots=True)
+class CsvRequest:
+    """The ``--column`` of a stream, whose CSV layout is read from its first block."""
+
+    column: str | int
+    id_type: IdType
+
+
+@dataclass(frozen=True, slots=True)
 class InputSpec:
-    """One input, checked: it exists, is readable and starts like text."""
+    """One input, checked: a regular file exists, is readable and starts like text; a stream
+    is checked when it is read (its first block)."""
 
     index: int
     name: str  # as the user gave it ("-" for stdin)
     path: Path | None  # None for stdin
-    compression: str  # "none", "gzip" or "zstd"
+    compression: str  # "none", "gzip", "zstd", or "detect" for a stream
     size: int | None  # bytes on disk when a regular file
     csv: CsvLayout | None
+    stream: bool = False  # read once, front to back (see is_stream)
+    csv_request: CsvRequest | None = None  # a stream's column, laid out when read
 
     @property
     def ranged(self) -> bool:
         """Workers read this input's byte ranges themselves."""
-        return self.path is not None and self.compression == "none" and self.csv is None
+        return (
+            not self.stream
+            and self.path is not None
+            and self.compression == "none"
+            and self.csv is None
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,84 +178,196 @@ class DataJob:
 Job = RangeJob | DataJob
 
 
-def _not_text(name: str) -> InputError:
-    return InputError(f"{name}: not a text file (binary data found)", path=name)
+class LineTooLongError(InputError):
+    """A line (or CSV record) longer than :data:`MAX_RECORD_BYTES`.
+
+    A pool worker that finds one in a byte range does not know how many lines precede its
+    range: it raises this with ``line=None``, ``input_index`` and ``seq`` (its chunk) and
+    ``chunk_line`` (1-based within the chunk), and the parent numbers it (:meth:`numbered`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        line: int | None,
+        record: bool = False,
+        input_index: int = -1,
+        seq: int = -1,
+        chunk_line: int = 0,
+    ) -> None:
+        what = "CSV record (unbalanced quote?)" if record else "line"
+        where = f"line {line}: " if line is not None else ""
+        super().__init__(
+            f"{name}: {where}a {what} longer than {MAX_RECORD_BYTES} bytes (64 MiB); "
+            "is this an ID export?",
+            path=name,
+            line=line,
+        )
+        self.name = name
+        self.record = record
+        self.input_index = input_index
+        self.seq = seq
+        self.chunk_line = chunk_line
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.name, self.line, self.record, self.input_index, self.seq, self.chunk_line)
+        return (type(self), args)
+
+    def numbered(self, lines_before: int) -> LineTooLongError:
+        """This error with its line number in the input, ``lines_before`` its chunk."""
+        return LineTooLongError(self.name, lines_before + self.chunk_line, self.record)
 
 
-def _open_stream(spec: InputSpec) -> BinaryIO:
-    if spec.path is None:
-        return sys.stdin.buffer
-    raw = open(spec.path, "rb")  # closed by _Stream.close
-    if spec.compression == "gzip":
-        # GzipFile closes only itself, not ``raw``: see _Stream.close.
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    if spec.compression == "zstd":
-        return _ZstdFrames(raw)  # type: ignore[return-value]
-    return raw
+def is_stream(name: str) -> bool:
+    """Whether input ``name`` is read as a stream: ``-`` (stdin), or an existing name that is
+    neither a regular file nor a directory (a pipe such as ``<(cat ids.txt)`` or ``/dev/stdin``,
+    a named FIFO, a character device). A stream is read once, front to back: it cannot be
+    split among the workers, nor fingerprinted, so a job reading one is not resumable."""
+    if name == STDIN:
+        return True
+    try:
+        mode = os.stat(name).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
-class _ZstdFrames:
-    """The concatenated zstd frames of ``raw``, decompressed; a truncated last frame raises
-    ``ZstdError`` (zstandard's ``stream_reader`` ends quietly there, losing the frame's tail)."""
+def binary_reason(head: bytes) -> str | None:
+    """Why an input whose first bytes (up to 64 KiB, decompressed, BOM removed) are ``head``
+    is not text, or None when it is text: it starts like a known binary format
+    (:data:`BINARY_MAGIC`), or more than :data:`BINARY_SHARE` of it is not text. A few NUL
+    bytes in a text export are not a reason: their lines are counted ``malformed``."""
+    for magic, what in BINARY_MAGIC:
+        if head.startswith(magic):
+            return what
+    if not head:
+        return None
+    control = len(head.translate(None, _OTHER_BYTES))
+    invalid = head.decode("utf-8", "replace").count("\ufffd")
+    share = (control + invalid) / len(head)
+    if share > BINARY_SHARE:
+        return (
+            f"{share:.0%} of its first {len(head)} bytes are binary: control bytes or invalid "
+            "UTF-8"
+        )
+    return None
 
-    _IN_BYTES: Final = 1 << 16
 
-    def __init__(self, raw: BinaryIO) -> None:
-        self.fileobj = raw  # closed by _Stream.close
-        self._dctx = zstandard.ZstdDecompressor()
-        self._obj = self._dctx.decompressobj()
-        self._fed = False
-        self._out = bytearray()
+def _check_text(name: str, head: bytes) -> None:
+    reason = binary_reason(head)
+    if reason is not None:
+        raise InputError(f"{name}: not a text file ({reason})", path=name)
 
-    def read(self, n: int) -> bytes:
-        """At most ``n`` bytes; fewer only at the end of the input."""
-        out = self._out
-        while len(out) < n:
-            data = self.fileobj.read(self._IN_BYTES)
-            if not data:
-                if self._fed:
-                    raise zstandard.ZstdError("the input ends inside a zstd frame (truncated)")
-                break
-            while data:
-                self._fed = True
-                out += self._obj.decompress(data)
-                if not self._obj.eof:
+
+def _compression_of(magic: bytes) -> str:
+    if magic.startswith(GZIP_MAGIC + GZIP_DEFLATE):
+        return "gzip"
+    if magic.startswith(ZSTD_MAGIC):
+        return "zstd"
+    return "none"
+
+
+class _StreamReader:
+    """A stream's bytes: ``head`` (its first bytes, read to decide its compression) and then
+    the rest of ``raw``, an unbuffered file. ``read(n)`` returns ``n`` bytes, fewer only at the
+    end (a pipe returns whatever its writer wrote so far).
+
+    Unbuffered on purpose: a read blocked on a silent pipe, on a thread the process does not
+    wait for, must not hold the lock of a buffered reader that the interpreter takes at exit.
+    """
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self._head = b""
+
+    def unread(self, head: bytes) -> None:
+        self._head = head
+
+    def read(self, n: int = -1) -> bytes:
+        head, self._head = self._head, b""
+        if n < 0:
+            return head + bytes(self.raw.read())
+        if len(head) >= n:
+            head, self._head = head[:n], head[n:]
+            return head
+        buf = bytearray(n)
+        buf[: len(head)] = head
+        got = len(head)
+        with memoryview(buf) as view:
+            while got < n:
+                k = self.raw.readinto(view[got:])
+                if not k:
                     break
-                data = self._obj.unused_data
-                self._obj = self._dctx.decompressobj()
-                self._fed = False
-        block = bytes(out[:n])
-        del out[:n]
-        return block
+                got += k
+        if got < n:
+            del buf[got:]
+        return bytes(buf)
 
     def close(self) -> None:
         pass
 
 
+def _stdin() -> Any:
+    """Standard input, unbuffered (see :class:`_StreamReader`); a stdin without a file
+    descriptor (an in-memory one, as test runners give) as it is."""
+    if sys.stdin is None:
+        raise InputError("-: standard input is closed", path=STDIN)
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.stdin.buffer
+    return open(fd, "rb", buffering=0, closefd=False)
+
+
 class _Stream:
-    """A decompressed byte stream of one input, closed with every file under it."""
+    """A decompressed byte stream of one input, closed with every file under it.
+
+    Decompression never returns more than asked for: ``read(n)`` holds at most ``n`` bytes of
+    output (plus the decoder's input buffer), whatever the compression ratio.
+    """
 
     def __init__(self, spec: InputSpec) -> None:
         self.spec = spec
-        self._file = _open_stream(spec)
+        self.compression = spec.compression
+        self._raw: Any = None
+        raw: Any
+        try:
+            if spec.stream:
+                self._raw = _stdin() if spec.path is None else open(spec.path, "rb", buffering=0)
+                raw = _StreamReader(self._raw)
+                magic = raw.read(len(ZSTD_MAGIC))
+                raw.unread(magic)
+                self.compression = _compression_of(magic)
+            else:
+                raw = self._raw = open(spec.path or "", "rb")
+        except OSError as exc:
+            self.close()
+            raise InputError(
+                f"{spec.name}: cannot read ({exc.strerror or exc})", path=spec.name
+            ) from None
+        self._file: Any = raw
+        if self.compression == "gzip":
+            self._file = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif self.compression == "zstd":
+            # Concatenated frames are read across; a truncated last frame raises EOFError.
+            self._file = zstd.ZstdFile(raw)
 
     def read(self, n: int) -> bytes:
         try:
             data = self._file.read(n)
-        except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+        except (OSError, EOFError, zlib.error, zstd.ZstdError) as exc:
             raise InputError(
-                f"{self.spec.name}: cannot read ({self.spec.compression} data): {exc}",
+                f"{self.spec.name}: cannot read ({self.compression} data): {exc}",
                 path=self.spec.name,
             ) from exc
         return bytes(data)
 
     def close(self) -> None:
-        if self.spec.path is None:
-            return
-        inner = getattr(self._file, "fileobj", None)
-        self._file.close()
-        if inner is not None:
-            inner.close()
+        file = getattr(self, "_file", None)
+        if file is not None and file is not self._raw and self.compression != "none":
+            file.close()  # the decoder only: it leaves the file under it open
+        if self._raw is not None and self._raw is not getattr(sys.stdin, "buffer", None):
+            self._raw.close()  # stdin itself stays open (its unbuffered view does not close it)
 
 
 def _detect_csv(name: str, head: bytes, column: str | int, id_type: IdType) -> CsvLayout:
@@ -231,26 +410,38 @@ def _detect_csv(name: str, head: bytes, column: str | int, id_type: IdType) -> C
 
 
 def parse_column(column: str | int | None) -> str | int | None:
-    """``--column`` as given: digits mean a 1-based index, anything else a header name."""
+    """``--column`` as given: an integer (or a string of one) is a 1-based index, anything else
+    a header name. Raises ``UsageError`` for an index below 1."""
     if column is None:
         return None
     if isinstance(column, bool):
         raise UsageError("--column must be a header name or a 1-based index")
     if isinstance(column, int):
         if column < 1:
-            raise UsageError(f"--column {column}: indexes start at 1")
+            raise UsageError(
+                f"--column {column}: column indexes are 1-based (the first column is 1, as "
+                "with cut -f)"
+            )
         return column
     text = column.strip()
     if not text:
         raise UsageError("--column must not be empty")
-    if text.isdigit():
+    if _INTEGER.fullmatch(text):
         return parse_column(int(text))
     return text
 
 
 def _check_one(index: int, name: str, column: str | int | None, id_type: IdType) -> InputSpec:
-    if name == STDIN:
-        return InputSpec(index, name, None, "none", None, None)
+    """What kind of input ``name`` is, checked as far as can be before reading it: the one
+    place where an input kind is recognised."""
+    if is_stream(name):
+        path = None if name == STDIN else Path(name)
+        request = None if column is None else CsvRequest(column, id_type)
+        return InputSpec(index, name, path, DETECT, None, None, True, request)
+    return _check_file(index, name, column, id_type)
+
+
+def _check_file(index: int, name: str, column: str | int | None, id_type: IdType) -> InputSpec:
     path = Path(name)
     try:
         with open(path, "rb") as f:
@@ -264,23 +455,18 @@ def _check_one(index: int, name: str, column: str | int | None, id_type: IdType)
         raise InputError(f"{name}: cannot read (permission denied)", path=name) from None
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror or exc})", path=name) from None
-    compression = "none"
-    if magic.startswith(GZIP_MAGIC + GZIP_DEFLATE):
-        compression = "gzip"
-    elif magic == ZSTD_MAGIC:
-        compression = "zstd"
+    compression = _compression_of(magic)
     spec = InputSpec(index, name, path.resolve(), compression, st.st_size, None)
     stream = _Stream(spec)
     try:
         head = stream.read(_SNIFF_BYTES)
     finally:
         stream.close()
-    if b"\x00" in head:
-        raise _not_text(name)
-    if column is None:
-        return spec
     if head.startswith(BOM):
         head = head[len(BOM) :]
+    _check_text(name, head)
+    if column is None:
+        return spec
     layout = _detect_csv(name, head, column, id_type)
     return InputSpec(index, name, spec.path, compression, st.st_size, layout)
 
@@ -300,7 +486,7 @@ def open_inputs(
     return [_check_one(i, name, parsed, id_type) for i, name in enumerate(inputs)]
 
 
-def _record_cut(buf: bytes, is_csv: bool) -> int:
+def _record_cut(buf: bytes | bytearray, is_csv: bool) -> int:
     """Length of the longest prefix of ``buf`` made of whole lines (or whole CSV records)."""
     cut = buf.rfind(b"\n") + 1
     if not is_csv or cut == 0 or buf.count(b'"', 0, cut) % 2 == 0:
@@ -321,57 +507,123 @@ def _ranges(spec: InputSpec, chunk_bytes: int) -> list[tuple[int, int]]:
     return [(start, min(start + chunk_bytes, size)) for start in range(0, size, chunk_bytes)]
 
 
-def _stream_chunks(spec: InputSpec, chunk_bytes: int) -> _ChunkReader:
-    return _ChunkReader(spec, chunk_bytes)
-
-
 class _ChunkReader:
-    """Blocks of whole lines (records) of one streamed input; run on a thread."""
+    """Blocks of whole lines (records) of one streamed input; every call runs off the event
+    loop (opening a FIFO blocks until its writer comes, reading a pipe until its writer writes).
+
+    Holds at most one block being read plus the unfinished line (record) carried to the next
+    block, which :data:`MAX_RECORD_BYTES` bounds.
+    """
 
     def __init__(self, spec: InputSpec, chunk_bytes: int) -> None:
         self.spec = spec
         self.chunk_bytes = chunk_bytes
-        self.stream = _Stream(spec)
-        self.carry = b""
-        self.first = True
+        self.csv = spec.csv
+        self.stream: _Stream | None = None
+        self.carry = bytearray()
         self.eof = False
+        self.lines_before = 0  # line ends of this input before the chunk last returned
+        self._lines = 0
+        self._lock = threading.Lock()
+        self._reading = False
+        self._closed = False
+
+    async def read_chunk(self) -> bytes | None:
+        """:meth:`next` on a daemon thread of its own: a read blocked on a silent pipe must not
+        hold up the end of the process once the job is cancelled (SIGINT, SIGTERM), as a
+        thread of the event loop's executor would (the loop and the interpreter wait for
+        those). The stream is closed by whichever of :meth:`close` and the read ends last."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes | None] = loop.create_future()
+
+        def settle(result: bytes | None, exc: BaseException | None) -> None:
+            if fut.done():
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+
+        def run() -> None:
+            result: bytes | None = None
+            error: BaseException | None = None
+            try:
+                result = self.next()
+            except BaseException as exc:
+                error = exc
+            finally:
+                with self._lock:
+                    self._reading = False
+                    close_now = self._closed
+                if close_now:
+                    self._close_stream()
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(settle, result, error)
+
+        with self._lock:
+            self._reading = True
+        threading.Thread(target=run, name=f"asyncsync-read-{self.spec.index}", daemon=True).start()
+        return await fut
+
+    def _first_block(self) -> bytes:
+        self.stream = _Stream(self.spec)
+        # At least the head a regular file is checked on, so that both are judged alike.
+        block = self.stream.read(max(self.chunk_bytes, _SNIFF_BYTES))
+        if block.startswith(BOM):
+            block = block[len(BOM) :]
+        if self.spec.stream:  # a regular file was checked by open_inputs
+            _check_text(self.spec.name, block[:_SNIFF_BYTES])
+        request = self.spec.csv_request
+        if request is not None:
+            self.csv = _detect_csv(self.spec.name, block, request.column, request.id_type)
+        return block
 
     def next(self) -> bytes | None:
         """The next chunk, or None at the end of the input."""
-        is_csv = self.spec.csv is not None
         while True:
             if self.eof:
                 if not self.carry:
                     return None
-                out, self.carry = self.carry, b""
-                return out
-            block = self.stream.read(self.chunk_bytes)
-            if self.first:
-                self.first = False
-                if block.startswith(BOM):
-                    block = block[len(BOM) :]
-                if b"\x00" in block[:_SNIFF_BYTES]:
-                    raise _not_text(self.spec.name)
+                return self._hand_out(len(self.carry))
+            if self.stream is None:
+                block = self._first_block()
+            else:
+                block = self.stream.read(self.chunk_bytes)
             if not block:
                 self.eof = True
                 continue
-            buf = self.carry + block if self.carry else block
-            cut = _record_cut(buf, is_csv)
+            carried = len(self.carry)
+            self.carry += block
+            cut = _record_cut(self.carry, self.csv is not None)
+            if self.csv is None and carried:
+                # The carried line ends at the first line end of this block, if any.
+                end = self.carry.find(b"\n", carried)
+                if (end if end >= 0 else len(self.carry)) > MAX_RECORD_BYTES:
+                    raise LineTooLongError(self.spec.name, self._lines + 1)
             if cut == 0:
-                if len(buf) > MAX_RECORD_BYTES:
-                    what = "record (unbalanced quote?)" if is_csv else "line"
-                    raise InputError(
-                        f"{self.spec.name}: a {what} longer than {MAX_RECORD_BYTES} bytes; "
-                        "is this an ID export?",
-                        path=self.spec.name,
-                    )
-                self.carry = buf
+                if len(self.carry) > MAX_RECORD_BYTES:
+                    raise LineTooLongError(self.spec.name, self._lines + 1, self.csv is not None)
                 continue
-            self.carry = buf[cut:]
-            return buf[:cut]
+            return self._hand_out(cut)
+
+    def _hand_out(self, cut: int) -> bytes:
+        with memoryview(self.carry) as view:
+            out = bytes(view[:cut])
+        del self.carry[:cut]
+        self.lines_before = self._lines
+        self._lines += out.count(b"\n")
+        return out
 
     def close(self) -> None:
-        self.stream.close()
+        with self._lock:
+            self._closed = True
+            if self._reading:
+                return  # the reading thread closes the stream when its read returns
+        self._close_stream()
+
+    def _close_stream(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
 
 
 async def iter_jobs(specs: Sequence[InputSpec], chunk_bytes: int) -> AsyncGenerator[Job, None]:
@@ -384,14 +636,14 @@ async def iter_jobs(specs: Sequence[InputSpec], chunk_bytes: int) -> AsyncGenera
                 yield RangeJob(seq, spec.index, spec.name, str(spec.path), start, end)
                 seq += 1
             continue
-        reader = _stream_chunks(spec, chunk_bytes)
+        reader = _ChunkReader(spec, chunk_bytes)
         try:
-            first, lines_before = True, 0
-            while (data := await asyncio.to_thread(reader.next)) is not None:
-                skip = first and spec.csv is not None and spec.csv.has_header
+            first = True
+            while (data := await reader.read_chunk()) is not None:
+                layout = reader.csv
+                skip = first and layout is not None and layout.has_header
                 first = False
-                yield DataJob(seq, spec.index, spec.name, lines_before, data, spec.csv, skip)
-                lines_before += data.count(b"\n")
+                yield DataJob(seq, spec.index, spec.name, reader.lines_before, data, layout, skip)
                 seq += 1
         finally:
             reader.close()
@@ -417,6 +669,8 @@ def read_range(job: RangeJob) -> bytes:
                 if data.startswith(BOM):
                     data = data[len(BOM) :]
             if data and not data.endswith(b"\n"):
+                # The last line goes on past the range: read it to its end, within the limit.
+                started = len(data) - (data.rfind(b"\n") + 1)
                 tail = bytearray()
                 while block := f.read(1 << 16):
                     nl = block.find(b"\n")
@@ -424,6 +678,13 @@ def read_range(job: RangeJob) -> bytes:
                         tail += block[: nl + 1]
                         break
                     tail += block
+                    if started + len(tail) > MAX_RECORD_BYTES:
+                        break
+                if started + len(tail) - tail.endswith(b"\n") > MAX_RECORD_BYTES:
+                    chunk_line = data.count(b"\n") + 1
+                    raise LineTooLongError(
+                        job.name, None, False, job.input_index, job.seq, chunk_line
+                    )
                 data += bytes(tail)
     except OSError as exc:
         raise InputError(f"{job.name}: cannot read ({exc.strerror or exc})", path=job.name) from exc

@@ -7,9 +7,13 @@ plain files, digests, parts) moves through files, not through the pool's pipes.
 from __future__ import annotations
 
 import ctypes
+import multiprocessing.forkserver
 import os
 import signal
+import sys
+import threading
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,8 @@ __all__ = ["ChunkResult", "HashSettings", "hash_job", "init_worker", "ready"]
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _KEEP_BYTES = 512 * 1024 * 1024
+_PR_SET_PDEATHSIG = 1
+_ORPHANED_EXIT = 70
 
 
 def ready() -> int:
@@ -32,24 +38,80 @@ def ready() -> int:
     return os.getpid()
 
 
-def init_worker() -> None:
-    """Run once in each pool process: keep freed heap memory for the next chunk.
+def init_worker(lifeline: Connection | None = None) -> None:
+    """Run once in each pool process: end with the parent, keep freed heap memory.
+
+    Ctrl-C in a terminal reaches the whole process group: workers ignore SIGINT so that only
+    the parent reacts (it cancels the stage and shuts the pool down), without worker tracebacks.
+
+    A worker must never outlive the command that started it, however that command ends (a
+    SIGKILL included): a leftover worker holds memory and the command's stdout, so that
+    ``asyncsync … | cat`` would never end. See :func:`_end_with_parent`.
 
     Every chunk allocates the same few large numpy arrays; by default glibc maps and unmaps
     each one, and touching fresh pages again costs about a third of the worker's time in the
     kernel. Raising the mmap and trim thresholds lets the heap reuse them (the heap still
     stays within the per-worker bound of ``PrepareOptions``). A no-op without glibc.
-
-    Ctrl-C in a terminal reaches the whole process group: workers ignore SIGINT so that only
-    the parent reacts (it cancels the stage and shuts the pool down), without worker tracebacks.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_parent(lifeline)
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)
         libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
     except (OSError, AttributeError):  # pragma: no cover - not glibc
         pass
+
+
+def _end_with_parent(lifeline: Connection | None) -> None:
+    """Make this worker exit when the command that owns the pool is gone.
+
+    Two mechanisms, each enough on its own:
+
+    * ``lifeline``, the read end of a pipe whose only write end the command holds (any
+      platform): a thread waits on it and ends the process at end-of-file, which the kernel
+      signals as soon as the command dies, however it dies.
+    * Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` makes the kernel kill this worker when its
+      parent dies, even while the worker is busy in native code. Under the forkserver start
+      method that parent is the fork server, not the command. The fork server exits when the
+      command does, once no process holds the write end of its "alive" pipe; but every
+      process it forks inherits a copy of that end, so the worker closes its copy first:
+      otherwise the workers would keep the fork server alive, and it them.
+    """
+    _release_fork_server()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl
+            pass
+    if lifeline is not None:
+        threading.Thread(
+            target=_exit_when_closed, args=(lifeline,), name="asyncsync-lifeline", daemon=True
+        ).start()
+
+
+def _release_fork_server() -> None:
+    """Close this process's inherited copy of the fork server's "alive" pipe (a no-op outside
+    a forkserver child, or where the standard library keeps it elsewhere)."""
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if not isinstance(fd, int):
+        return
+    try:
+        os.close(fd)
+    except OSError:
+        return
+    # This process starts no processes; if it ever did, a fresh fork server would be started.
+    server._forkserver_alive_fd = None  # type: ignore[union-attr]
+
+
+def _exit_when_closed(lifeline: Connection) -> None:
+    try:
+        lifeline.recv_bytes()  # nothing is ever sent: this returns or raises at end-of-file
+    except (EOFError, OSError):
+        pass
+    os._exit(_ORPHANED_EXIT)
 
 
 @dataclass(frozen=True, slots=True)
