@@ -326,3 +326,15 @@ async def test_count_spills_into_the_spill_dir_and_removes_it(tmp_path: Path) ->
     assert counted.rows_written == 500
     assert any(spilled) and list(spill.iterdir()) == []
     assert not work.exists()
+
+
+async def test_count_of_already_hashed_input_uses_the_implied_digest(tmp_path: Path) -> None:
+    lines = [hashlib.md5(f"id{i}".encode()).hexdigest().encode() for i in range(400)]
+    src = tmp_path / "md5.txt"
+    src.write_bytes(b"\n".join([*lines, *lines[:50], b"zz"]) + b"\n")
+    opts = PrepareOptions(id_type="md5", max_file_bytes=33 * 150)
+    counted = await count(src, work_dir=tmp_path / "work", options=opts)
+    written = await prepare(src, out_dir=tmp_path / "out", options=opts)
+    assert counted.calculate_type == written.calculate_type
+    assert [(p.rows, p.bytes) for p in counted.parts] == [(p.rows, p.bytes) for p in written.parts]
+    assert (counted.rows_written, counted.duplicates) == (written.rows_written, 50) == (400, 50)
