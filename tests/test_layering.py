@@ -7,7 +7,7 @@ Layers, lowest first (``docs/architecture.md``)::
     errors, events, fsync          the error tree, progress events, the directory fsync
     rules, sample, credentials     pure rules; leaf helpers
     pipeline | tiktok | sandbox    siblings: none imports another
-    store                          the journal and snapshots
+    store | dask                   the journal and snapshots | prepare on a Dask cluster
     jobs                           the sync job
     cli, asyncsync (the façade)    faces: nothing imports them (the façade is imported by
                                    the client only for the version)
@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "tiktok": 2,
     "sandbox": 2,
     "store": 3,
+    "dask": 3,
     "jobs": 4,
     "cli": 5,
     "__main__": 6,
