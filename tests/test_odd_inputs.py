@@ -291,7 +291,6 @@ def test_nul_bytes_on_stdin_are_malformed_lines_too(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("head", "named"),
     [
-        (b"PAR1\x15\x04\x15\x80", "Parquet"),
         (b"PK\x03\x04\x14\x00\x06\x00", "zip"),
         (b"\x89PNG\r\n\x1a\n", "PNG"),
         (b"SQLite format 3\x00", "SQLite"),
@@ -306,6 +305,28 @@ def test_a_known_binary_format_is_refused_by_name(tmp_path: Path, head: bytes, n
     [line] = err.strip().splitlines()
     assert line.startswith(f"asyncsync: error: {src}: not a text file")
     assert named in line
+
+
+def test_a_file_that_starts_like_parquet_is_read_as_parquet_and_a_broken_one_named(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "export.txt"
+    src.write_bytes(b"PAR1\x15\x04\x15\x80" + f"{MAID}\n".encode() * 100)
+    code, _, err = cli("prepare", str(src), "-o", str(tmp_path / "out"))
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"asyncsync: error: {src}: not a readable Parquet file")
+
+
+def test_parquet_on_a_stream_is_refused_by_name(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["prepare", "-", "-o", str(tmp_path / "out")],
+        input=b"PAR1\x15\x04\x15\x80" + f"{MAID}\n".encode() * 100,
+    )
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "not a text file" in line and "Parquet" in line
 
 
 def test_a_head_that_is_mostly_not_text_is_refused(tmp_path: Path) -> None:

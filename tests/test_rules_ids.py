@@ -36,6 +36,16 @@ def test_phone_vector_keeps_digits_only_and_hashes_to_65b7e6dc() -> None:
     assert normalize(b"0037493828222", "phone") == b"37493828222"
 
 
+def test_email_spaces_inside_are_removed() -> None:
+    assert normalize(b" Jane Doe+news @ Gmail .com ", "email") == b"janedoe@gmail.com"
+
+
+def test_phone_international_prefixes_and_bare_digits_carry_the_country_code() -> None:
+    assert normalize(b"00 44 7700 900123", "phone") == b"447700900123"
+    assert normalize(b"(+44) 7700 900123", "phone") == b"447700900123"
+    assert normalize(b"447700900123", "phone") == b"447700900123"
+
+
 @pytest.mark.parametrize(
     ("line", "kind", "reason"),
     [
@@ -56,6 +66,9 @@ def test_phone_vector_keeps_digits_only_and_hashes_to_65b7e6dc() -> None:
         (b"123456", "phone", Reject.MALFORMED),
         (b"1234567890123456", "phone", Reject.MALFORMED),
         (b"555-CALL-NOW", "phone", Reject.MALFORMED),
+        (b"07700 900123", "phone", Reject.MALFORMED),
+        (b"+0 7700 900123", "phone", Reject.MALFORMED),
+        (b"000 7700 900123", "phone", Reject.MALFORMED),
         (b"ab" * 31, "sha256", Reject.MALFORMED),
         (b"g" * 64, "sha256", Reject.MALFORMED),
         (b"A" * 31, "md5", Reject.MALFORMED),

@@ -39,11 +39,27 @@ class _LazyGroup(click.Group):
         return None
 
 
+def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from asyncsync.rules.engine import describe_engine
+
+    click.echo(f"asyncsync, version {__version__}\nhashing engine: {describe_engine()}")
+    ctx.exit()
+
+
 @click.group(
     cls=_LazyGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(__version__, prog_name="asyncsync")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and the hashing engine, then exit.",
+)
 def main() -> None:
     """Stream very large ID exports into TikTok custom audiences, exactly once."""
     _reopen_closed_std_fds()

@@ -231,7 +231,8 @@ def prepare_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--column",
             default=None,
             metavar="NAME|INDEX",
-            help="Read CSV input and take this column (header name, or 1-based index as cut -f).",
+            help="CSV input: take this column (header name, or 1-based index as cut -f); "
+            "Parquet: the ID column (required when the file has more than one).",
         ),
         click.option(
             "--max-file-bytes",

@@ -95,9 +95,10 @@ def prepare_command(
     dask_scheduler: str | None,
     as_json: bool,
 ) -> None:
-    """Normalize, hash, dedupe and split INPUT... (files, .gz, .zst, - for stdin, or a pipe
-    such as <(zcat a.gz)) into part files and a manifest. No network (except to the Dask
-    cluster given with --dask)."""
+    """Normalize, hash, dedupe and split INPUT... (text/CSV files, .gz, .zst, - for stdin or a
+    pipe such as <(zcat a.gz), Parquet files, directories or globs, s3:// gs:// az:// https://
+    URLs) into part files and a manifest. No network but for reading remote inputs (and the
+    Dask cluster given with --dask)."""
     if dask_scheduler is not None:
         result = _prepare_on_dask(
             inputs, out_dir, id_type, hash_algo, column, max_file_bytes, workers, dask_scheduler,

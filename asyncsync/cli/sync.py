@@ -1,4 +1,5 @@
-"""``asyncsync sync``: prepare the inputs, upload the parts and create or update the audience.
+"""``asyncsync sync``: prepare the inputs (or take a prepared directory's parts), upload the
+parts and create or update the audience.
 
 Exit codes (``docs/jobs.md``): 0 done, 1 failed after retries, 2 bad usage or input, 3 paused
 (a quota or a running operation; the same command resumes), 130 interrupted (143 on SIGTERM;
@@ -34,6 +35,7 @@ from asyncsync.cli.progress import CliReporter, summary_table
 from asyncsync.credentials import resolve_access_token
 from asyncsync.errors import InputError, Paused, UsageError
 from asyncsync.jobs.spec import CLI_NAMES, DEFAULT_REPLACE_THRESHOLD, JobSpec
+from asyncsync.pipeline.external import is_external
 from asyncsync.rules.limits import DEFAULT_API_BASE, MAX_FILE_PATHS_PER_CALL
 
 if TYPE_CHECKING:
@@ -59,7 +61,7 @@ class _Target:
 
 def _check_inputs(inputs: tuple[str, ...]) -> None:
     for path in inputs:
-        if path == "-":
+        if path == "-" or is_external(path):  # read through pyarrow/fsspec, checked there
             continue
         if not os.path.exists(path):
             raise InputError(f"{path}: no such file", path=path)
@@ -77,7 +79,15 @@ def _check_target(name: str | None, audience_id: str | None, action: str | None)
 
 
 @click.command("sync")
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.argument("inputs", nargs=-1, required=False, metavar="INPUT...")
+@click.option(
+    "--prepared",
+    default=None,
+    metavar="DIR_OR_URL",
+    help="Deliver the parts of a directory written by 'asyncsync prepare' (local or s3://, "
+    "gs://, az://, https://) instead of INPUT...; each part's size and MD5 are checked against "
+    "its manifest first.",
+)
 @click.option("--name", default=None, metavar="NAME", help="Create a new audience named NAME.")
 @click.option("--audience-id", default=None, metavar="ID", help="Update this existing audience.")
 @click.option(
@@ -138,6 +148,7 @@ def _check_target(name: str | None, audience_id: str | None, action: str | None)
 @handle_errors
 def sync_command(
     inputs: tuple[str, ...],
+    prepared: str | None,
     name: str | None,
     audience_id: str | None,
     action: str | None,
@@ -160,12 +171,17 @@ def sync_command(
     sandbox: bool,
     as_json: bool,
 ) -> None:
-    """Prepare INPUT... and deliver it to a TikTok custom audience, exactly once.
+    """Prepare INPUT... (or take the parts of --prepared DIR_OR_URL) and deliver it to a
+    TikTok custom audience, exactly once.
 
     A rerun of the same command after a crash, Ctrl-C or pause resumes the journaled job.
     """
     action = action.lower() if action else None
     _check_target(name, audience_id, action)
+    if prepared is not None and inputs:
+        raise UsageError("give either INPUT... or --prepared DIR_OR_URL, not both")
+    if prepared is None and not inputs:
+        raise UsageError("missing INPUT... (files, URLs, - for stdin) or --prepared DIR_OR_URL")
     _check_inputs(inputs)
     if sandbox:
         if api_base != DEFAULT_API_BASE:
@@ -186,6 +202,14 @@ def sync_command(
         "workers": workers,
         "default_country": default_country,
     }
+    if prepared is not None:  # the manifest decides; an explicit --id-type/--hash must agree
+        ctx = click.get_current_context()
+        options = {
+            key: value
+            for key, value in options.items()
+            if key in ("id_type", "hash_algo")
+            and ctx.get_parameter_source(key) is not click.core.ParameterSource.DEFAULT
+        }
     job: dict[str, Any] = {
         "name": name,
         "audience_id": audience_id,
@@ -196,6 +220,7 @@ def sync_command(
         "replace_threshold": replace_threshold,
         "dry_run": dry_run,
         "restart": restart,
+        "prepared": prepared,
     }
     try:
         # SIGINT or SIGTERM cancels the job, which leaves the journal as it stood: Interrupted.

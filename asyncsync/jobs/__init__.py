@@ -9,6 +9,7 @@ the job follows are in ``docs/jobs.md``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -28,15 +29,18 @@ from asyncsync.jobs.result import (
     SyncResult,
 )
 from asyncsync.jobs.runner import JobRun, as_inputs, default_state_dir
+from asyncsync.jobs.source import DeliveredParts, PartSource, PreparedInputs
 from asyncsync.jobs.spec import (
     DEFAULT_REPLACE_THRESHOLD,
     JobAction,
     JobSpec,
     RunSettings,
     input_fingerprint,
+    prepared_fingerprint,
 )
 from asyncsync.jobs.strategy import DirectStrategy, JobStrategy
 from asyncsync.pipeline.prepare import PrepareOptions
+from asyncsync.pipeline.prepared import open_prepared
 from asyncsync.rules.limits import MAX_FILE_PATHS_PER_CALL, calculate_type
 from asyncsync.store.journal import Journal
 from asyncsync.store.snapshots import SnapshotStore
@@ -72,6 +76,7 @@ async def sync_audience(
     clock: Callable[[], float] = time.time,
     poll_interval: float = 1.0,
     replace_threshold: float = DEFAULT_REPLACE_THRESHOLD,
+    prepared: str | os.PathLike[str] | None = None,
     **prepare_options: Any,
 ) -> SyncResult:
     """Prepare ``inputs``, upload the parts and create or update a TikTok audience.
@@ -101,7 +106,15 @@ async def sync_audience(
     finished, nothing is sent and its earlier result is returned with ``resumed=True``
     (``restart=True`` runs it again). A finished job's prepared parts are deleted; the journal
     keeps their MD5s and file_paths. Standard input (``"-"``) cannot be fingerprinted: a job that
-    reads it is journaled (its operations count against the quotas) but never resumed.
+    reads it is journaled (its operations count against the quotas) but never resumed. An input
+    in object storage (``s3://``...) or a Parquet dataset is identified by what its store says
+    about it (ETag, version, size, mtime).
+
+    ``prepared`` (instead of ``inputs``): deliver the parts of a directory (or URL) written by
+    ``prepare``, each checked against its manifest (size and MD5) before any request
+    (:mod:`asyncsync.pipeline.prepared`; a remote directory's parts are staged under
+    ``state_dir``). The manifest's options are the job's: ``prepare_options`` may only confirm
+    its ``id_type``/``hash_algo`` (another calculate_type is refused). Not with ``"mirror"``.
 
     ``dry_run=True`` takes the real run's path up to its first write (the same job lookup and
     refusals, the same checks of TikTok's state, the same plan) and returns a result whose
@@ -123,8 +136,7 @@ async def sync_audience(
     spec = JobSpec.from_arguments(
         advertiser_id=advertiser_id, name=name, audience_id=audience_id, action=action
     )
-    if not inputs:
-        raise UsageError("give at least one input file (or - for standard input)")
+    spec.check_source(inputs, prepared)
     settings = RunSettings(
         concurrency=concurrency,
         paths_per_call=paths_per_call,
@@ -132,17 +144,27 @@ async def sync_audience(
         poll_interval=poll_interval,
         replace_threshold=replace_threshold,
     )
-    options = _prepare_options(prepare_options)
-    try:
-        ct = calculate_type(options.id_type, options.digest).value
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    fingerprint, resumable = input_fingerprint(inputs, options.fingerprint(), paths_per_call)
     state = Path(state_dir) if state_dir is not None else default_state_dir()
+    source: PartSource
+    if prepared is None:
+        options = _prepare_options(prepare_options)
+        ct = _calculate_type(options)
+        source = PreparedInputs(as_inputs(inputs), options)
+        fingerprint, resumable = await asyncio.to_thread(
+            input_fingerprint, inputs, options.fingerprint(), paths_per_call
+        )
+    else:
+        given = _calculate_type(_prepare_options(prepare_options)) if prepare_options else None
+        delivery = await asyncio.to_thread(open_prepared, prepared, stage_root=state / "prepared")
+        options, ct = delivery.options, delivery.result.calculate_type.value
+        if given is not None and given != ct:
+            raise UsageError(f"{delivery.source} holds {ct} digests, not {given}")
+        source = DeliveredParts(delivery)
+        fingerprint, resumable = prepared_fingerprint(delivery, paths_per_call), True
     with Journal(state) as journal:
         run = JobRun(
             client=client,
-            inputs=as_inputs(inputs),
+            source=source,
             spec=spec,
             settings=settings,
             options=options,
@@ -164,6 +186,13 @@ def _strategy(spec: JobSpec, journal: Journal) -> JobStrategy:
     if spec.action is JobAction.MIRROR:
         return MirrorStrategy(SnapshotStore(journal.state_dir))
     return DirectStrategy(spec.action)
+
+
+def _calculate_type(options: PrepareOptions) -> str:
+    try:
+        return calculate_type(options.id_type, options.digest).value
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _prepare_options(fields: dict[str, Any]) -> PrepareOptions:

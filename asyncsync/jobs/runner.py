@@ -39,6 +39,7 @@ from asyncsync.events import AudienceOperation, OperationWaiting, Reporter, Stag
 from asyncsync.jobs.plan import QuotaUse, Step, iso_utc, quota_use
 from asyncsync.jobs.reconcile import Reconciler, get_audience
 from asyncsync.jobs.result import Pending, SyncResult
+from asyncsync.jobs.source import PartSource
 from asyncsync.jobs.spec import JobSpec, RunSettings, describe_change, inputs_changed
 from asyncsync.jobs.strategy import JobStrategy
 from asyncsync.jobs.uploads import PartUpload, Uploader
@@ -80,6 +81,9 @@ class JobChoice:
 class JobRun:
     """One call of :func:`asyncsync.sync_audience`: the job's state between its steps.
 
+    ``source`` gives the job's parts (:mod:`asyncsync.jobs.source`): the inputs prepared, or a
+    directory prepared elsewhere; ``options`` and ``calculate_type`` are those of its parts.
+
     Strategies read and drive the run through its public members; nothing else changes it.
     """
 
@@ -87,7 +91,7 @@ class JobRun:
         self,
         *,
         client: TikTokClient,
-        inputs: tuple[str, ...],
+        source: PartSource,
         spec: JobSpec,
         settings: RunSettings,
         options: PrepareOptions,
@@ -100,7 +104,7 @@ class JobRun:
         strategy: JobStrategy,
     ) -> None:
         self.client = client
-        self.inputs = inputs
+        self.source = source
         self.spec = spec
         self.settings = settings
         self.options = options
@@ -399,7 +403,8 @@ class JobRun:
 
     async def upload_all(self) -> None:
         """Make sure every part of the job is uploaded: from the work dir when prepare already
-        finished and the parts are still there, else by the strategy's prepare and upload."""
+        finished and the parts are still there, else by the strategy's prepare and upload
+        (which a delivered directory's parts always take: they are not in the work dir)."""
         job = self.refresh()
         parts = self.journal.parts(job.id)
         if job.prepared is not None and len(parts) == job.prepared.get("parts"):

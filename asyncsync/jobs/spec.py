@@ -1,7 +1,9 @@
-"""What a sync job is asked to do, checked once: the action, the audience, the run settings,
-and the fingerprint of its input. The library and the CLI both check arguments here.
+"""What a sync job is asked to do, checked once: the action, the audience, where its parts come
+from, the run settings, and the fingerprint of its input. The library and the CLI both check
+arguments here.
 
-No I/O beyond ``os.stat`` of the inputs.
+No I/O beyond a stat of the inputs (for an object in a store or a Parquet dataset, what its
+store says about it: :func:`~asyncsync.pipeline.external.input_identity`).
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from asyncsync.errors import InputError, UsageError
+from asyncsync.pipeline.external import input_identity, is_external
 from asyncsync.pipeline.source import is_stream
 from asyncsync.rules.limits import MAX_FILE_PATHS_PER_CALL
 from asyncsync.store.journal import job_key
+
+if TYPE_CHECKING:
+    from asyncsync.pipeline.prepared import PreparedDir
 
 __all__ = [
     "CLI_NAMES",
@@ -29,6 +35,7 @@ __all__ = [
     "describe_change",
     "input_fingerprint",
     "inputs_changed",
+    "prepared_fingerprint",
 ]
 
 STDIN: Final = "-"
@@ -144,6 +151,22 @@ class JobSpec:
             return cls(advertiser_id.strip(), None, str(audience_id).strip(), act)
         return cls(advertiser_id.strip(), name, None, act)
 
+    def check_source(
+        self, inputs: Sequence[str | os.PathLike[str]], prepared: str | os.PathLike[str] | None
+    ) -> None:
+        """Refuse a job without input, with both inputs and a prepared directory, or that
+        would mirror a prepared directory (the mirror diffs the export it prepares itself)."""
+        if not inputs and prepared is None:
+            raise UsageError(
+                "give at least one input file (or - for standard input), or a prepared directory"
+            )
+        if inputs and prepared is not None:
+            raise UsageError("give either input files or a prepared directory, not both")
+        if prepared is not None and self.action is JobAction.MIRROR:
+            raise UsageError(
+                "a prepared directory cannot be mirrored: sync the export itself with action mirror"
+            )
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunSettings:
@@ -186,9 +209,11 @@ def input_fingerprint(
     prepare_fingerprint: Mapping[str, Any],
     paths_per_call: int,
 ) -> tuple[dict[str, Any], bool]:
-    """(fingerprint, resumable): absolute paths, sizes and mtimes of the inputs, the prepare
-    options that change the parts, and ``paths_per_call``. A stream (``-``, a pipe, a FIFO:
-    see ``is_stream``) cannot be fingerprinted, so a job reading one is not resumable. Raises
+    """(fingerprint, resumable): absolute paths, sizes and mtimes of the inputs (for a URL or
+    a Parquet dataset, what its store says about it: ETag, version, size, mtime, of each file of
+    a dataset), the prepare options that change the parts, and ``paths_per_call``. A stream
+    (``-``, a pipe, a FIFO: see ``is_stream``) cannot be fingerprinted, so a job reading one is
+    not resumable. Raises
     InputError for a missing input.
     """
     entries: list[dict[str, Any]] = []
@@ -198,6 +223,9 @@ def input_fingerprint(
         if is_stream(text):
             resumable = False
             entries.append({"path": text})
+            continue
+        if is_external(text):
+            entries.append(input_identity(text))
             continue
         path = os.path.abspath(text)
         try:
@@ -215,6 +243,22 @@ def input_fingerprint(
         "paths_per_call": paths_per_call,
     }
     return fingerprint, resumable
+
+
+def prepared_fingerprint(delivery: PreparedDir, paths_per_call: int) -> dict[str, Any]:
+    """The fingerprint of a job delivering a prepared directory: the directory as shown, its
+    parts' total size and its manifest's MD5 (the manifest lists every part's MD5), the
+    manifest's prepare options, and ``paths_per_call``. Always resumable."""
+    entry = {
+        "path": delivery.source,
+        "size": delivery.bytes,
+        "manifest_md5": delivery.manifest_md5,
+    }
+    return {
+        "inputs": [entry],
+        "prepare": delivery.options.fingerprint(),
+        "paths_per_call": paths_per_call,
+    }
 
 
 def inputs_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -235,7 +279,7 @@ def describe_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
         a, b = old_inputs[path], new_inputs[path]
         if a.get("size") != b.get("size"):
             changes.append(f"{path} changed size ({a.get('size')} -> {b.get('size')} bytes)")
-        elif a.get("mtime_ns") != b.get("mtime_ns"):
+        elif a != b:  # mtime, ETag, version, a dataset's files, a manifest's MD5
             changes.append(f"{path} was modified")
     if not changes and list(old_inputs) != list(new_inputs):
         changes.append("the inputs are given in another order")

@@ -2,7 +2,8 @@
 prepares and uploads, which operations it sends, and what follows them.
 
 :class:`DirectStrategy` is create, append, remove and replace: the export's parts are uploaded
-as prepare finishes them and sent in batches. The mirror's strategy lives in
+as its source hands them over (as prepare finishes them, or from a prepared directory) and sent
+in batches. The mirror's strategy lives in
 :mod:`asyncsync.jobs.mirror.strategy`. A strategy keeps its own state and drives the run only
 through the run's public members.
 """
@@ -22,7 +23,7 @@ from asyncsync.jobs.plan import PlanReport, Step, build_steps, floor_problem
 from asyncsync.jobs.spec import JobAction
 from asyncsync.jobs.uploads import PartUpload
 from asyncsync.pipeline.parts import PartInfo
-from asyncsync.pipeline.prepare import PrepareCount, PrepareResult, count, prepare
+from asyncsync.pipeline.prepare import PrepareCount, PrepareResult
 from asyncsync.store.journal import JobRow, JobStatus
 
 if TYPE_CHECKING:
@@ -50,7 +51,8 @@ class JobStrategy(Protocol):
         ...
 
     async def prepare_and_upload(self, run: JobRun) -> None:
-        """Prepare the input into the job's work dir, journal the parts and upload them."""
+        """Take the job's parts from its source (:attr:`JobRun.source`: the input prepared
+        into the job's work dir, or a prepared directory), journal them and upload them."""
         ...
 
     def steps(self, run: JobRun) -> list[Step]:
@@ -106,7 +108,8 @@ class DirectStrategy:
         return False
 
     async def prepare_and_upload(self, run: JobRun) -> None:
-        """Run prepare into the job's work dir and upload each part as soon as it is final."""
+        """Take the parts from the job's source (prepare writes them into the job's work dir)
+        and upload each part as soon as it is final."""
         job = run.current
         work = run.work_dir
         shutil.rmtree(work, ignore_errors=True)
@@ -132,13 +135,7 @@ class DirectStrategy:
             await queue.put(part)
 
         async def produce() -> PrepareResult:
-            result = await prepare(
-                *run.inputs,
-                out_dir=work,
-                reporter=run.reporter,
-                on_part=on_part,
-                options=run.options,
-            )
+            result = await run.source.parts(work, reporter=run.reporter, on_part=on_part)
             await queue.put(None)
             return result
 
@@ -196,12 +193,14 @@ class DirectStrategy:
         journaled = run.journal.parts(job.id) if job is not None else {}
         # A continued job has this call's fingerprint, so prepare would write the same parts
         # (its output depends only on the input and the fingerprinted options): a journaled
-        # part of the same index, rows and bytes with a file_path is not uploaded again.
+        # part of the same index, rows and bytes (and MD5, when the source has it: a prepared
+        # directory) with a file_path is not uploaded again.
         reused = sum(
             1
             for p in parts
             if (row := journaled.get(p.index)) is not None
             and (row.rows, row.bytes) == (p.rows, p.bytes)
+            and (not isinstance(p, PartInfo) or row.md5 == p.md5)  # a delivered part's MD5
             and row.file_path is not None
         )
         steps = build_steps(self.action, [p.index for p in parts], run.settings.paths_per_call)
@@ -228,10 +227,11 @@ class DirectStrategy:
         return {}
 
 
-async def count_parts(run: JobRun) -> PrepareCount:
-    """Count the input for a dry run: the counts and part sizes a real run would see, without
-    writing a part file (:func:`asyncsync.pipeline.prepare.count`). The dedupe's spill goes
-    to the state directory's ``work/`` (as the real run's parts do), never to ``$TMPDIR``."""
+async def count_parts(run: JobRun) -> PrepareCount | PrepareResult:
+    """Count the job's parts for a dry run through its source (:meth:`PartSource.count
+    <asyncsync.jobs.source.PartSource.count>`): the counts and part sizes a real run would see,
+    without writing a part file. A counting pass spills into the state directory's ``work/``
+    (as the real run's parts do), never into ``$TMPDIR``."""
     work = run.journal.state_dir / "work"
     await asyncio.to_thread(work.mkdir, mode=0o700, parents=True, exist_ok=True)
-    return await count(*run.inputs, work_dir=work, reporter=run.reporter, options=run.options)
+    return await run.source.count(work, reporter=run.reporter)

@@ -743,7 +743,7 @@ async def prepare(
             rows_written=unique,
             rejected_sample=stats.sample(opts.sample_cap),
             elapsed_s=time.perf_counter() - started,
-            inputs=tuple(names),
+            inputs=tuple(s.name for s in specs),  # a URL without credentials
             options=opts.fingerprint(),
             national_phones=sum(c.national for c in stats.chunks.values()),
         )

@@ -43,6 +43,9 @@ from typing import Any, Final
 import numpy as np
 
 from asyncsync.errors import InputError, UsageError
+from asyncsync.pipeline.external import External, column_jobs, external_input
+from asyncsync.pipeline.parquet import ColumnJob, ParquetInput
+from asyncsync.pipeline.remote import RemoteObject
 from asyncsync.rules.ids import Reject, normalize
 from asyncsync.rules.limits import IdType
 
@@ -138,6 +141,7 @@ class InputSpec:
     csv: CsvLayout | None
     stream: bool = False  # read once, front to back (see is_stream)
     csv_request: CsvRequest | None = None  # a stream's column, laid out when read
+    external: External | None = None  # a Parquet dataset, or a remote object read as text
 
     @property
     def ranged(self) -> bool:
@@ -175,7 +179,7 @@ class DataJob:
     skip_first_record: bool
 
 
-Job = RangeJob | DataJob
+Job = RangeJob | DataJob | ColumnJob
 
 
 class LineTooLongError(InputError):
@@ -338,6 +342,8 @@ class _Stream:
                 magic = raw.read(len(ZSTD_MAGIC))
                 raw.unread(magic)
                 self.compression = _compression_of(magic)
+            elif isinstance(spec.external, RemoteObject):
+                raw = self._raw = spec.external.open()
             else:
                 raw = self._raw = open(spec.path or "", "rb")
         except OSError as exc:
@@ -438,6 +444,12 @@ def _check_one(index: int, name: str, column: str | int | None, id_type: IdType)
         path = None if name == STDIN else Path(name)
         request = None if column is None else CsvRequest(column, id_type)
         return InputSpec(index, name, path, DETECT, None, None, True, request)
+    external = external_input(name, column)
+    if isinstance(external, ParquetInput):
+        return InputSpec(index, external.name, None, "none", external.size, None, external=external)
+    if external is not None:
+        magic = external.head(4)
+        return _checked(index, external.name, None, external.size, magic, column, id_type, external)
     return _check_file(index, name, column, id_type)
 
 
@@ -455,8 +467,22 @@ def _check_file(index: int, name: str, column: str | int | None, id_type: IdType
         raise InputError(f"{name}: cannot read (permission denied)", path=name) from None
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror or exc})", path=name) from None
+    return _checked(index, name, path.resolve(), st.st_size, magic, column, id_type, None)
+
+
+def _checked(
+    index: int,
+    name: str,
+    path: Path | None,
+    size: int | None,
+    magic: bytes,
+    column: str | int | None,
+    id_type: IdType,
+    external: External | None,
+) -> InputSpec:
+    """The checks shared by local files and remote objects, from their first bytes on."""
     compression = _compression_of(magic)
-    spec = InputSpec(index, name, path.resolve(), compression, st.st_size, None)
+    spec = InputSpec(index, name, path, compression, size, None, external=external)
     stream = _Stream(spec)
     try:
         head = stream.read(_SNIFF_BYTES)
@@ -468,7 +494,7 @@ def _check_file(index: int, name: str, column: str | int | None, id_type: IdType
     if column is None:
         return spec
     layout = _detect_csv(name, head, column, id_type)
-    return InputSpec(index, name, spec.path, compression, st.st_size, layout)
+    return InputSpec(index, name, spec.path, compression, size, layout, external=external)
 
 
 def open_inputs(
@@ -630,6 +656,11 @@ async def iter_jobs(specs: Sequence[InputSpec], chunk_bytes: int) -> AsyncGenera
     """Every chunk of every input, in input order, as jobs for the pool (``seq`` from 0)."""
     seq = 0
     for spec in specs:
+        if isinstance(spec.external, ParquetInput):
+            async for column_job in column_jobs(spec.external, spec.index, seq, chunk_bytes):
+                yield column_job
+                seq += 1
+            continue
         if spec.ranged:
             assert spec.path is not None
             for start, end in _ranges(spec, chunk_bytes):

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from asyncsync.pipeline.dedupe import spill_chunk
+from asyncsync.pipeline.parquet import ColumnJob, column_lines
 from asyncsync.pipeline.source import DataJob, Job, RangeJob, csv_values, read_range
 from asyncsync.rules.hashing import hash_chunk, hash_values
 from asyncsync.rules.limits import HashAlgo, IdType
@@ -151,7 +152,10 @@ def hash_job(job: Job, settings: HashSettings) -> ChunkResult:
         "sample_cap": settings.sample_cap,
         "default_country": settings.default_country,
     }
-    if isinstance(job, RangeJob):
+    if isinstance(job, ColumnJob):
+        data = column_lines(job)
+        bytes_read = len(data)
+    elif isinstance(job, RangeJob):
         data = read_range(job)
         bytes_read = job.end - job.start
     else:

@@ -4,6 +4,13 @@ This is the hot loop of ``prepare``; it runs in the process pool. It must give e
 per-line reference of :mod:`asyncsync.rules.ids` gives (``normalize`` then ``hash_id``), line for
 line, which the tests check against that oracle on random and adversarial input.
 
+Two engines (:mod:`asyncsync.rules.engine`): the **native** one hands the whole chunk to the C
+extension ``asyncsync._native`` (one call, without the GIL: split, trim, validate, normalize,
+hash into one buffer of binary digests); the few lines it hands back (a non-ASCII email
+address, whose rules are Unicode's) are normalized here with the reference rules, each into the
+slot the extension left for it. The **Python** engine, below, is the reference the native one
+must equal byte for byte, and what runs where the extension is not built.
+
 Fixed-width kinds (mobile IDs, already hashed input) are checked with numpy: every line whose
 length, after an optional ``\\r`` before its ``\\n``, is exactly the template's width is checked
 against the template as one matrix (hex columns, dash columns) and lowercased through a lookup
@@ -20,7 +27,8 @@ from __future__ import annotations
 import binascii
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from types import ModuleType
 from typing import Final
 
 import numpy as np
@@ -33,7 +41,8 @@ except ImportError:  # pragma: no cover - other interpreters or Python >= 3.12
     _md5 = hashlib.md5
     _sha256 = hashlib.sha256
 
-from asyncsync.rules.ids import Reject, is_national_phone, normalize
+from asyncsync.rules.engine import Engine, native_for
+from asyncsync.rules.ids import NATIONAL_LINES, Reject, is_national_phone, normalize
 from asyncsync.rules.limits import HashAlgo, IdType
 
 __all__ = [
@@ -242,14 +251,146 @@ def hash_chunk(
     hash_algo: HashAlgo | str = HashAlgo.SHA256,
     sample_cap: int = 100,
     default_country: str | None = None,
+    engine: Engine | None = None,
 ) -> ChunkHashes:
     """Normalize, validate and hash every line of ``data``.
 
     Lines end with ``\\n`` or ``\\r\\n``; a last line without a line end counts; an empty
     ``data`` holds no line. A byte-order mark must already be removed by the reader.
     ``default_country`` is the region phone numbers without ``+``/``00`` belong to.
+    ``engine``: ``native`` or ``python``; default: :func:`~asyncsync.rules.engine.active_engine`.
     """
     kind, algo = IdType(id_type), HashAlgo(hash_algo)
+    native = native_for(engine)
+    if native is None:
+        return _python_hash_chunk(data, kind, algo, sample_cap, default_country)
+    hashed = _native_hash(native, data, None, kind, algo, sample_cap, default_country)
+    if _counts_national(kind, default_country, hashed):
+        # Every national number is malformed without a default country: count them at once.
+        hashed = replace(hashed, national=len(NATIONAL_LINES.findall(data)))
+    return hashed
+
+
+def hash_values(
+    values: Sequence[bytes],
+    *,
+    id_type: IdType | str,
+    hash_algo: HashAlgo | str = HashAlgo.SHA256,
+    sample_cap: int = 100,
+    default_country: str | None = None,
+    engine: Engine | None = None,
+) -> ChunkHashes:
+    """Like :func:`hash_chunk` for values already split out (a CSV column); a value may hold
+    line ends (a quoted multi-line field) and is still one row."""
+    kind, algo = IdType(id_type), HashAlgo(hash_algo)
+    native = native_for(engine)
+    if native is None:
+        return _python_hash_values(values, kind, algo, sample_cap, default_country)
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    bounds = np.empty((len(values), 2), dtype=np.int64)
+    np.cumsum(lengths, out=bounds[:, 1])
+    bounds[:, 0] = bounds[:, 1] - lengths
+    joined = b"".join(values)
+    hashed = _native_hash(native, joined, bounds, kind, algo, sample_cap, default_country)
+    if _counts_national(kind, default_country, hashed):
+        hashed = replace(hashed, national=sum(map(is_national_phone, values)))
+    return hashed
+
+
+def _counts_national(kind: IdType, default_country: str | None, hashed: ChunkHashes) -> bool:
+    """Whether national phone numbers need counting: phones, no default country, and some
+    malformed line (a national number always is one)."""
+    return kind is IdType.PHONE and default_country is None and hashed.rejected[1] > 0
+
+
+# --------------------------------------------------------------------------- native engine
+
+_NATIVE_KIND: Final = {
+    IdType.AUTO: 0,
+    IdType.MAID: 0,
+    IdType.EMAIL: 1,
+    IdType.PHONE: 2,
+    IdType.SHA256: 3,
+    IdType.MD5: 4,
+}
+_NATIVE_ALGO: Final = {HashAlgo.SHA256: 0, HashAlgo.MD5: 1}
+_DEFER_PHONE_LOCAL: Final = 1
+"""``hash_lines`` flag: phone numbers without ``+``/``00`` go back to Python (a default
+country is set)."""
+
+
+def _native_hash(
+    native: ModuleType,
+    data: bytes,
+    bounds: npt.NDArray[np.int64] | None,
+    kind: IdType,
+    algo: HashAlgo,
+    sample_cap: int,
+    default_country: str | None,
+) -> ChunkHashes:
+    """The native engine over ``data`` (split on line ends, or into the rows ``bounds``). With a
+    default country, phone numbers written without ``+``/``00`` are handed back to Python."""
+    size = digest_size(kind, algo)
+    flags = _DEFER_PHONE_LOCAL if kind is IdType.PHONE and default_country is not None else 0
+    digests, rows, rejected, sample, deferred = native.hash_lines(
+        data, _NATIVE_KIND[kind], _NATIVE_ALGO[algo], flags, sample_cap, bounds
+    )
+    if deferred:
+        digests, rejected, sample = _settle_deferred(
+            data, deferred, digests, rejected, sample, kind, algo, sample_cap, default_country
+        )
+    return ChunkHashes(
+        digests=digests,
+        digest_size=size,
+        rows=rows,
+        rejected=rejected,
+        sample=tuple((i, _REASON_OF_STATUS[code].value) for i, code in sample),
+    )
+
+
+def _settle_deferred(
+    data: bytes,
+    deferred: list[tuple[int, int, int, int]],
+    digests: bytes,
+    rejected: tuple[int, int, int],
+    sample: list[tuple[int, int]],
+    kind: IdType,
+    algo: HashAlgo,
+    sample_cap: int,
+    default_country: str | None = None,
+) -> tuple[bytes, tuple[int, int, int], list[tuple[int, int]]]:
+    """Normalize the lines the native engine handed back with the reference rules: a valid
+    line's digest fills its slot, a rejected line's slot is dropped and the line counted."""
+    h = _md5 if algo is HashAlgo.MD5 else _sha256
+    size = digest_size(kind, algo)
+    out = bytearray(digests)
+    counts = list(rejected)
+    dropped: list[int] = []
+    late: list[tuple[int, int]] = []
+    for index, slot, start, end in deferred:
+        result = normalize(data[start:end], kind, default_country)
+        if isinstance(result, Reject):
+            status = _STATUS[result]
+            counts[status - 1] += 1
+            dropped.append(slot)
+            late.append((index, status))
+        else:
+            out[slot * size : (slot + 1) * size] = h(result).digest()
+    if dropped:
+        keep = np.ones(len(out) // size, dtype=bool)
+        keep[dropped] = False
+        rows = np.frombuffer(bytes(out), dtype=np.uint8).reshape(-1, size)
+        out = bytearray(rows[keep].tobytes())
+        sample = sorted([*sample, *late])[:sample_cap]
+    return bytes(out), (counts[0], counts[1], counts[2]), sample
+
+
+# --------------------------------------------------------------------------- Python engine
+
+
+def _python_hash_chunk(
+    data: bytes, kind: IdType, algo: HashAlgo, sample_cap: int, default_country: str | None
+) -> ChunkHashes:
     size = digest_size(kind, algo)
     template = _template(kind)
     if template is None:
@@ -264,17 +405,13 @@ def hash_chunk(
     return _finish(status, digests, size, sample_cap)
 
 
-def hash_values(
+def _python_hash_values(
     values: Sequence[bytes],
-    *,
-    id_type: IdType | str,
-    hash_algo: HashAlgo | str = HashAlgo.SHA256,
-    sample_cap: int = 100,
-    default_country: str | None = None,
+    kind: IdType,
+    algo: HashAlgo,
+    sample_cap: int,
+    default_country: str | None,
 ) -> ChunkHashes:
-    """Like :func:`hash_chunk` for values already split out (a CSV column); a value may hold
-    line ends (a quoted multi-line field) and is still one row."""
-    kind, algo = IdType(id_type), HashAlgo(hash_algo)
     size = digest_size(kind, algo)
     template = _template(kind)
     if template is None:

@@ -9,12 +9,14 @@ as bytes or a rejection reason.
 from __future__ import annotations
 
 import hashlib
+import re
 from enum import StrEnum
 from typing import Final
 
 from asyncsync.rules.limits import HashAlgo, IdType
 
 __all__ = [
+    "NATIONAL_LINES",
     "Reject",
     "check_default_country",
     "hash_id",
@@ -93,23 +95,27 @@ def normalize_phone(raw: bytes, default_country: str | None = None) -> bytes | R
     """Phone: the digits with the country code, no ``+``; 7 to 15 digits, never a leading 0.
 
     Spaces, ``+``, ``-``, ``(``, ``)`` and ``.`` are dropped; any other character is malformed.
-    A number whose first character is ``+``, or whose digits begin with ``00``, is international
-    (the ``00`` is dropped). Any other number is read as a number of ``default_country`` (an ISO
-    3166 alpha-2 code) when one is given, as libphonenumber parses with a default region (trunk
-    prefix dropped, calling code added). Without it, a number beginning with a single ``0`` is a
-    national number that lacks its country code (malformed: see :func:`is_national_phone`), and
-    other bare digits are taken to start with the country code, as in TikTok's example.
+    A number with a ``+`` before its first digit, or whose digits begin with ``00``, is
+    international (the ``00`` is dropped). Any other number is read as a number of
+    ``default_country`` (an ISO 3166 alpha-2 code) when one is given, as libphonenumber parses
+    with a default region (trunk prefix dropped, calling code added). Without it, a number
+    beginning with a single ``0`` is a national number that lacks its country code (malformed:
+    see :func:`is_national_phone`), and other bare digits are taken to start with the country
+    code, as in TikTok's example.
     """
     s = raw.strip(_WS)
     if not s:
         return Reject.EMPTY
     digits = bytearray()
+    plus = False
     for c in s:
         if c in _DIGITS:
             digits.append(c)
         elif c not in _PHONE_SYMBOLS:
             return Reject.MALFORMED
-    if s[0] == _PLUS:
+        elif c == _PLUS and not digits:
+            plus = True
+    if plus:
         out = bytes(digits)
     elif digits.startswith(b"00"):
         out = bytes(digits[2:])
@@ -124,12 +130,15 @@ def normalize_phone(raw: bytes, default_country: str | None = None) -> bytes | R
 
 def is_national_phone(raw: bytes) -> bool:
     """Whether a line was refused only for being a national number (a single leading ``0``,
-    no ``+`` or ``00``): what ``--default-country`` would have read."""
-    s = raw.strip(_WS)
-    if not s or s[0] == _PLUS:
-        return False
-    digits = bytes(c for c in s if c in _DIGITS)
-    return digits[:1] == b"0" and digits[:2] != b"00"
+    no ``+`` before it, no ``00``): what ``--default-country`` would have read. Every such line
+    is malformed without a default country, whatever else it holds."""
+    return _NATIONAL.match(raw) is not None
+
+
+_NATIONAL: Final = re.compile(rb"[^0-9+]*0[^0-9]*(?:[1-9]|\Z)")
+"""No ``+`` before the first digit, which is ``0``, and the next digit (if any) is not ``0``."""
+NATIONAL_LINES: Final = re.compile(rb"^[^0-9+\n]*0[^0-9\n]*(?:[1-9]|$)", re.MULTILINE)
+""":func:`is_national_phone` for every line of a chunk at once (``findall`` counts them)."""
 
 
 def _national_phone(digits: bytes, region: str) -> bytes | Reject:

@@ -2,10 +2,11 @@
 
 What a careful engineer writes first, standard library only: one Python loop over the lines
 (strip, lowercase, a regex for the UUID shape, the all-zero check, ``hashlib.sha256``, a ``set``
-for dedupe) into one output file; that file split on line boundaries into parts of at most
-``--max-file-bytes`` (TikTok's practical cap), each part's MD5; then each part uploaded in turn
-with ``urllib`` (the multipart body built in memory, as ``requests`` would), and the audience
-created from the file_paths.
+for dedupe) into one output file (``hash_lines`` also takes emails and phones, with the same
+rules as asyncsync, for ``bench_prepare.py``); that file split on line boundaries into parts of
+at most ``--max-file-bytes`` (TikTok's practical cap), each part's MD5; then each part uploaded
+in turn with ``urllib`` (the multipart body built in memory, as ``requests`` would), and the
+audience created from the file_paths.
 
     TIKTOK_ACCESS_TOKEN=... python naive.py --input IDS --work DIR --api-base URL \
         --advertiser-id ID --name NAME
@@ -21,6 +22,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +31,76 @@ UPLOAD = "/open_api/v1.3/dmp/custom_audience/file/upload/"
 CREATE = "/open_api/v1.3/dmp/custom_audience/create/"
 
 
-def hash_lines(src: Path, out: Path) -> tuple[int, int]:
+def maid_rule() -> Callable[[str], str | None]:
+    """Mobile IDs: trimmed, lowercased, the UUID shape, the all-zero ID dropped."""
     shape = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+    def rule(line: str) -> str | None:
+        s = line.strip().lower()
+        if not s or not shape.fullmatch(s) or s == ZERO:
+            return None
+        return s
+
+    return rule
+
+
+def email_rule() -> Callable[[str], str | None]:
+    """Emails, asyncsync's rules written plainly: trimmed, spaces removed, lowercased, ``+tag``
+    dropped; one ``@``, a non-empty local part, a dotted domain without empty labels."""
+    bad = re.compile(r"[\s\x00-\x1f\x7f]")
+
+    def rule(line: str) -> str | None:
+        s = line.strip().replace(" ", "")
+        if not s or bad.search(s) or s.count("@") != 1:
+            return None
+        local, domain = s.lower().split("@")
+        local = local.split("+", 1)[0]
+        if not local or "." not in domain or "" in domain.split("."):
+            return None
+        return f"{local}@{domain}"
+
+    return rule
+
+
+def phone_rule() -> Callable[[str], str | None]:
+    """Phones, asyncsync's rules written plainly: digits only, ``+`` or ``00`` international,
+    a single leading ``0`` (national, no country code) rejected, 7 to 15 digits."""
+    allowed = re.compile(r"[0-9 +\-().]*")
+
+    def rule(line: str) -> str | None:
+        s = line.strip()
+        if not s or not allowed.fullmatch(s):
+            return None
+        first = re.search(r"[0-9+]", s)
+        plus = first is not None and first.group() == "+"
+        digits = re.sub(r"[^0-9]", "", s)
+        if not plus and digits.startswith("00"):
+            digits = digits[2:]
+        elif not plus and digits.startswith("0"):
+            return None
+        if digits.startswith("0") or not 7 <= len(digits) <= 15:
+            return None
+        return digits
+
+    return rule
+
+
+RULES: dict[str, Callable[[], Callable[[str], str | None]]] = {
+    "maid": maid_rule,
+    "email": email_rule,
+    "phone": phone_rule,
+}
+
+
+def hash_lines(src: Path, out: Path, kind: str = "maid") -> tuple[int, int]:
+    rule = RULES[kind]()
     seen: set[str] = set()
     rows = written = 0
     with src.open(encoding="utf-8-sig", errors="replace") as f, out.open("w") as o:
         for line in f:
             rows += 1
-            s = line.strip().lower()
-            if not s or not shape.fullmatch(s) or s == ZERO:
+            s = rule(line)
+            if s is None:
                 continue
             h = hashlib.sha256(s.encode()).hexdigest()
             if h in seen:

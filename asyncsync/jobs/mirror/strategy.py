@@ -41,7 +41,7 @@ from asyncsync.jobs.plan import PlanReport, Step
 from asyncsync.jobs.result import MirrorSummary
 from asyncsync.jobs.uploads import PartUpload
 from asyncsync.pipeline.parts import PartInfo, PlannedPart, plan_parts
-from asyncsync.pipeline.prepare import PrepareCount, PrepareResult, count, prepare
+from asyncsync.pipeline.prepare import PrepareCount, PrepareResult
 from asyncsync.rules.limits import DAILY_FILE_OPERATIONS_PER_AUDIENCE
 from asyncsync.store.journal import JobRow, JobStatus, OperationRow, Outcome
 from asyncsync.store.snapshots import HEADER_BYTES, PendingSnapshot, Snapshot, SnapshotStore
@@ -203,10 +203,12 @@ class MirrorStrategy:
         write_diff: bool,
     ) -> tuple[PrepareResult, DiffResult, str]:
         """Prepare the export into ``work/input`` and diff it against the audience's snapshot.
-        Returns (prepare result, diff, why the snapshot is not trustworthy or "")."""
-        result = await prepare(
-            *run.inputs, out_dir=work / INPUT_DIR, reporter=run.reporter, options=run.options
-        )
+        Returns (prepare result, diff, why the snapshot is not trustworthy or "").
+
+        The source is the export prepared (a prepared directory is refused for a mirror by
+        :meth:`~asyncsync.jobs.spec.JobSpec.check_source`), so its parts are in ``work/input``.
+        """
+        result = await run.source.parts(work / INPUT_DIR, reporter=run.reporter)
         run.reporter(StageChanged(stage="diff", started=True))
         snapshot, problem = (
             self._trusted_snapshot(run, audience_id, job_id) if audience_id else (None, "")
@@ -476,13 +478,12 @@ class MirrorStrategy:
         parent = run.journal.state_dir / "work"
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="plan-", dir=parent) as tmp:
-            result = await count(
-                *run.inputs,
-                work_dir=tmp,
-                reporter=run.reporter,
-                options=run.options,
-                unique_dir=Path(tmp) / "unique",
+            result = await run.source.count(
+                Path(tmp), reporter=run.reporter, unique_dir=Path(tmp) / "unique"
             )
+            # The export is counted (a prepared directory is refused for a mirror), so its
+            # sorted unique digests are in result.unique_runs.
+            assert isinstance(result, PrepareCount)
             run.reporter(StageChanged(stage="diff", started=True))
             diffed = None if recorded and recorded.mode is MirrorMode.CREATE else audience_id
             snapshot, problem = (

@@ -1,0 +1,600 @@
+/* asyncsync._native: the hot loop of ``prepare`` in C (see asyncsync/rules/hashing.py).
+ *
+ * hash_lines() takes a whole chunk and, without the GIL, splits it into lines, trims,
+ * validates and normalizes each line (rules.h) and writes the binary digest of every valid one
+ * (sha256.h, md5.h) into one buffer, in line order. Lines that rules.h hands back (DEFER) get a
+ * zeroed slot in that buffer and are returned to Python, which normalizes them with the
+ * reference rules and fills or drops their slot. hex_lines() is the part writer's encoder.
+ *
+ * Needs only a C compiler and Python's headers. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdlib.h>
+
+#include "md5.h"
+#include "rules.h"
+#include "sha256.h"
+
+enum algo { A_SHA256 = 0, A_MD5 = 1 };
+
+static sha256_blocks_fn sha256_blocks = sha256_blocks_portable;
+static int have_shani = 0;
+
+typedef struct {
+    int64_t index, slot, start, end;
+} deferred_line;
+
+typedef struct {
+    /* in */
+    const uint8_t *data;
+    size_t len;
+    const int64_t *bounds; /* (start, end) per row, or NULL: split data on '\n' */
+    size_t rows;
+    int kind, algo;
+    unsigned flags;
+    size_t sample_cap, dsize;
+    uint8_t *digests;
+    /* out */
+    size_t slots;
+    Py_ssize_t counts[4];
+    int64_t *sample_index;
+    uint8_t *sample_reason;
+    size_t samples;
+    deferred_line *deferred;
+    size_t n_deferred, deferred_cap;
+    uint8_t *scratch;
+    size_t scratch_cap;
+    int no_memory;
+    /* SHA-NI, short messages: one padded block waits for a second to be hashed with it */
+    int pair;
+    uint8_t *held_out;
+    uint8_t held[64];
+} chunk_job;
+
+/* The digest of a block still waiting for its pair. */
+static void flush_held(chunk_job *job) {
+    if (!job->held_out) return;
+    uint32_t st[8];
+    memcpy(st, sha256_init, sizeof st);
+    sha256_blocks(st, job->held, 1);
+    for (int i = 0; i < 8; i++) store_be32(job->held_out + 4 * i, st[i]);
+    job->held_out = NULL;
+}
+
+static inline void digest_into(chunk_job *job, const uint8_t *msg, size_t n, uint8_t *out) {
+    if (job->algo == A_MD5) {
+        md5_digest(msg, n, out);
+        return;
+    }
+#ifdef ASYNCSYNC_X86
+    if (job->pair && n <= 55) {
+        if (!job->held_out) {
+            sha256_pad_block(msg, n, job->held);
+            job->held_out = out;
+            return;
+        }
+        uint8_t block[64];
+        sha256_pad_block(msg, n, block);
+        sha256_one_block_x2_shani(job->held, block, job->held_out, out);
+        job->held_out = NULL;
+        return;
+    }
+#endif
+    sha256_digest(sha256_blocks, msg, n, out);
+}
+
+static int grow_scratch(chunk_job *job, size_t n) {
+    if (n <= job->scratch_cap) return 1;
+    size_t cap = n < 256 ? 256 : n;
+    uint8_t *p = realloc(job->scratch, cap);
+    if (!p) return 0;
+    job->scratch = p;
+    job->scratch_cap = cap;
+    return 1;
+}
+
+/* One line [start, end) of data: its status, and its digest in the next slot when valid. */
+static void one_line(chunk_job *job, size_t row, size_t start, size_t end) {
+    const uint8_t *s = job->data + start;
+    size_t n = end - start;
+    while (n && is_trim(s[0])) s++, n--;
+    while (n && is_trim(s[n - 1])) n--;
+    int st;
+    uint8_t *slot = job->digests + job->slots * job->dsize;
+    uint8_t small[64];
+    size_t out_len = 0;
+    if (n == 0) {
+        st = ST_EMPTY;
+    } else {
+        switch (job->kind) {
+        case K_MAID:
+            st = rule_maid(s, n, small);
+            if (st == ST_VALID) digest_into(job, small, 36, slot);
+            break;
+        case K_SHA256:
+            st = rule_hashed(s, n, 64, slot);
+            break;
+        case K_MD5:
+            st = rule_hashed(s, n, 32, slot);
+            break;
+        case K_PHONE:
+            st = rule_phone(s, n, job->flags, small, &out_len);
+            if (st == ST_VALID) digest_into(job, small, out_len, slot);
+            break;
+        default: /* K_EMAIL */
+            if (!grow_scratch(job, n)) {
+                job->no_memory = 1;
+                return;
+            }
+            st = rule_email(s, n, job->scratch, &out_len);
+            if (st == ST_VALID) digest_into(job, job->scratch, out_len, slot);
+            break;
+        }
+    }
+    if (st == ST_VALID) {
+        job->slots++;
+        return;
+    }
+    if (st == ST_DEFER) {
+        if (job->n_deferred == job->deferred_cap) {
+            size_t cap = job->deferred_cap ? 2 * job->deferred_cap : 64;
+            deferred_line *p = realloc(job->deferred, cap * sizeof *p);
+            if (!p) {
+                job->no_memory = 1;
+                return;
+            }
+            job->deferred = p;
+            job->deferred_cap = cap;
+        }
+        deferred_line *d = &job->deferred[job->n_deferred++];
+        d->index = (int64_t)row;
+        d->slot = (int64_t)job->slots;
+        d->start = (int64_t)start;
+        d->end = (int64_t)end;
+        memset(slot, 0, job->dsize);
+        job->slots++;
+        return;
+    }
+    job->counts[st]++;
+    if (job->samples < job->sample_cap) {
+        job->sample_index[job->samples] = (int64_t)row;
+        job->sample_reason[job->samples] = (uint8_t)st;
+        job->samples++;
+    }
+}
+
+static void run_job(chunk_job *job) {
+#ifdef ASYNCSYNC_X86
+    job->pair = sha256_blocks == sha256_blocks_shani;
+#endif
+    if (job->bounds) {
+        for (size_t r = 0; r < job->rows && !job->no_memory; r++)
+            one_line(job, r, (size_t)job->bounds[2 * r], (size_t)job->bounds[2 * r + 1]);
+    } else {
+        size_t pos = 0, row = 0;
+        while (pos < job->len && !job->no_memory) {
+            const uint8_t *nl = memchr(job->data + pos, '\n', job->len - pos);
+            size_t end = nl ? (size_t)(nl - job->data) : job->len;
+            one_line(job, row++, pos, end);
+            pos = end + 1;
+        }
+    }
+    flush_held(job);
+}
+
+static size_t count_rows(const uint8_t *data, size_t len) {
+    size_t rows = 0, pos = 0;
+    while (pos < len) {
+        const uint8_t *nl = memchr(data + pos, '\n', len - pos);
+        rows++;
+        if (!nl) break;
+        pos = (size_t)(nl - data) + 1;
+    }
+    return rows;
+}
+
+static PyObject *hash_lines(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"data", "kind", "algo", "flags", "sample_cap", "bounds", NULL};
+    Py_buffer data = {0}, bounds = {0};
+    PyObject *bounds_obj = Py_None, *result = NULL, *digests = NULL;
+    int kind, algo;
+    unsigned int flags;
+    Py_ssize_t sample_cap;
+    chunk_job job;
+    memset(&job, 0, sizeof job);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*iiIn|O", names, &data, &kind, &algo,
+                                     &flags, &sample_cap, &bounds_obj))
+        return NULL;
+    if (kind < K_MAID || kind > K_MD5 || (algo != A_SHA256 && algo != A_MD5) || sample_cap < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad kind, algo or sample_cap");
+        goto done;
+    }
+    job.data = data.buf;
+    job.len = (size_t)data.len;
+    job.kind = kind;
+    job.algo = algo;
+    job.flags = flags;
+    job.dsize = kind == K_SHA256 ? 32 : kind == K_MD5 ? 16 : algo == A_MD5 ? 16 : 32;
+    if (bounds_obj != Py_None) {
+        if (PyObject_GetBuffer(bounds_obj, &bounds, PyBUF_SIMPLE) < 0) goto done;
+        if (bounds.len % 16) {
+            PyErr_SetString(PyExc_ValueError, "bounds: pairs of int64 expected");
+            goto done;
+        }
+        job.rows = (size_t)bounds.len / 16;
+        job.bounds = bounds.buf;
+        for (size_t r = 0; r < job.rows; r++) {
+            int64_t a = job.bounds[2 * r], b = job.bounds[2 * r + 1];
+            if (a < 0 || b < a || (size_t)b > job.len) {
+                PyErr_SetString(PyExc_ValueError, "bounds: a row outside the data");
+                goto done;
+            }
+        }
+    } else {
+        job.rows = count_rows(job.data, job.len);
+    }
+    job.sample_cap = (size_t)sample_cap < job.rows ? (size_t)sample_cap : job.rows;
+    digests = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(job.rows * job.dsize));
+    if (!digests) goto done;
+    job.digests = (uint8_t *)PyBytes_AS_STRING(digests);
+    job.sample_index = PyMem_RawMalloc(job.sample_cap * sizeof(int64_t) + 1);
+    job.sample_reason = PyMem_RawMalloc(job.sample_cap + 1);
+    if (!job.sample_index || !job.sample_reason) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    run_job(&job);
+    Py_END_ALLOW_THREADS
+    if (job.no_memory) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (_PyBytes_Resize(&digests, (Py_ssize_t)(job.slots * job.dsize)) < 0) goto done;
+    PyObject *sample = PyList_New((Py_ssize_t)job.samples);
+    if (!sample) goto done;
+    for (size_t i = 0; i < job.samples; i++) {
+        PyObject *t = Py_BuildValue("(Li)", (long long)job.sample_index[i], job.sample_reason[i]);
+        if (!t) {
+            Py_DECREF(sample);
+            goto done;
+        }
+        PyList_SET_ITEM(sample, (Py_ssize_t)i, t);
+    }
+    PyObject *deferred = PyList_New((Py_ssize_t)job.n_deferred);
+    if (!deferred) {
+        Py_DECREF(sample);
+        goto done;
+    }
+    for (size_t i = 0; i < job.n_deferred; i++) {
+        deferred_line *d = &job.deferred[i];
+        PyObject *t = Py_BuildValue("(LLLL)", (long long)d->index, (long long)d->slot,
+                                    (long long)d->start, (long long)d->end);
+        if (!t) {
+            Py_DECREF(sample);
+            Py_DECREF(deferred);
+            goto done;
+        }
+        PyList_SET_ITEM(deferred, (Py_ssize_t)i, t);
+    }
+    result = Py_BuildValue("(On(nnn)NN)", digests, (Py_ssize_t)job.rows, job.counts[ST_EMPTY],
+                           job.counts[ST_MALFORMED], job.counts[ST_ZERO_ID], sample, deferred);
+done:
+    Py_XDECREF(digests);
+    PyMem_RawFree(job.sample_index);
+    PyMem_RawFree(job.sample_reason);
+    free(job.deferred);
+    free(job.scratch);
+    PyBuffer_Release(&data);
+    if (bounds.obj) PyBuffer_Release(&bounds);
+    return result;
+}
+
+static const char hex_digits[] = "0123456789abcdef";
+static uint8_t hex_pairs[256][2]; /* byte -> its two lowercase hex digits */
+
+/* Every ``size``-byte digest of ``raw`` as a line of lowercase hex and '\n'. */
+static PyObject *hex_lines(PyObject *self, PyObject *args) {
+    Py_buffer raw;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "y*n", &raw, &size)) return NULL;
+    if (size <= 0 || raw.len % size) {
+        PyBuffer_Release(&raw);
+        PyErr_SetString(PyExc_ValueError, "raw: a whole number of digests expected");
+        return NULL;
+    }
+    Py_ssize_t rows = raw.len / size;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, rows * (2 * size + 1));
+    if (out) {
+        const uint8_t *src = raw.buf;
+        uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t r = 0; r < rows; r++) {
+            for (Py_ssize_t i = 0; i < size; i++, dst += 2) memcpy(dst, hex_pairs[*src++], 2);
+            *dst++ = '\n';
+        }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&raw);
+    return out;
+}
+
+/* Stable counting sort of ``size``-byte digests by their leading ``bits`` bits (the spill
+ * layout of asyncsync/pipeline/dedupe.py): returns (rows bucket after bucket, int32 counts). */
+static PyObject *bucket_digests(PyObject *self, PyObject *args) {
+    Py_buffer raw;
+    Py_ssize_t size;
+    int bits;
+    if (!PyArg_ParseTuple(args, "y*ni", &raw, &size, &bits)) return NULL;
+    PyObject *rows_out = NULL, *counts_out = NULL, *result = NULL;
+    if (size < 2 || raw.len % size || bits < 1 || bits > 16) {
+        PyErr_SetString(PyExc_ValueError, "bad size or bits");
+        goto done;
+    }
+    size_t n = (size_t)(raw.len / size), nb = (size_t)1 << bits;
+    rows_out = PyBytes_FromStringAndSize(NULL, raw.len);
+    counts_out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(nb * sizeof(int32_t)));
+    size_t *next = PyMem_RawCalloc(nb, sizeof(size_t));
+    if (!rows_out || !counts_out || !next) {
+        PyMem_RawFree(next);
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    const uint8_t *src = raw.buf;
+    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(rows_out);
+    int32_t *counts = (int32_t *)PyBytes_AS_STRING(counts_out);
+    unsigned shift = (unsigned)(16 - bits);
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *row = src + i * (size_t)size;
+        next[(((unsigned)row[0] << 8) | row[1]) >> shift]++;
+    }
+    size_t at = 0;
+    for (size_t b = 0; b < nb; b++) {
+        size_t c = next[b];
+        counts[b] = (int32_t)c;
+        next[b] = at;
+        at += c;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *row = src + i * (size_t)size;
+        size_t b = (((unsigned)row[0] << 8) | row[1]) >> shift;
+        memcpy(dst + next[b]++ * (size_t)size, row, (size_t)size);
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(next);
+    result = PyTuple_Pack(2, rows_out, counts_out);
+done:
+    Py_XDECREF(rows_out);
+    Py_XDECREF(counts_out);
+    PyBuffer_Release(&raw);
+    return result;
+}
+
+static void swap_rows(uint8_t *a, uint8_t *b, size_t size) {
+    uint8_t t[64];
+    memcpy(t, a, size);
+    memcpy(a, b, size);
+    memcpy(b, t, size);
+}
+
+/* Heapsort: O(m log m) whatever the input (a bucket that drew many rows: skewed hashed input). */
+static void heap_sort_rows(uint8_t *base, size_t m, size_t size) {
+    for (size_t k = m / 2; k-- > 0;) {
+        for (size_t r = k;;) {
+            size_t c = 2 * r + 1;
+            if (c >= m) break;
+            if (c + 1 < m && memcmp(base + c * size, base + (c + 1) * size, size) < 0) c++;
+            if (memcmp(base + r * size, base + c * size, size) >= 0) break;
+            swap_rows(base + r * size, base + c * size, size);
+            r = c;
+        }
+    }
+    for (size_t end = m; end-- > 1;) {
+        swap_rows(base, base + end * size, size);
+        for (size_t r = 0;;) {
+            size_t c = 2 * r + 1;
+            if (c >= end) break;
+            if (c + 1 < end && memcmp(base + c * size, base + (c + 1) * size, size) < 0) c++;
+            if (memcmp(base + r * size, base + c * size, size) >= 0) break;
+            swap_rows(base + r * size, base + c * size, size);
+            r = c;
+        }
+    }
+}
+
+static inline uint64_t load_be64(const uint8_t *p) {
+    return ((uint64_t)load_be32(p) << 32) | load_be32(p + 4);
+}
+
+static void sort_small_buckets(uint8_t *rows, const size_t *ends, size_t nb, size_t size) {
+    size_t first = 0;
+    uint8_t hold[64];
+    for (size_t b = 0; b < nb; b++) {
+        size_t end = ends[b], m = end - first;
+        uint8_t *base = rows + first * size;
+        if (m > 32) {
+            heap_sort_rows(base, m, size);
+        } else {
+            for (size_t i = 1; i < m; i++) {
+                size_t j = i;
+                if (memcmp(base + (j - 1) * size, base + j * size, size) <= 0) continue;
+                memcpy(hold, base + i * size, size);
+                while (j > 0 && memcmp(base + (j - 1) * size, hold, size) > 0) {
+                    memcpy(base + j * size, base + (j - 1) * size, size);
+                    j--;
+                }
+                memcpy(base + j * size, hold, size);
+            }
+        }
+        first = end;
+    }
+}
+
+/* Distribute ``n`` rows of ``src`` into ``dst`` by their leading 8 bytes: 2**log_b buckets
+ * (or fewer) over the range of those keys, in key order; ``ends`` gets each bucket's end.
+ * Returns the number of buckets, 0 when out of memory (``*ends`` is then NULL). */
+static size_t distribute(const uint8_t *src, uint8_t *dst, size_t n, size_t size, unsigned log_b,
+                         size_t **ends) {
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t k = load_be64(src + i * size);
+        if (k < lo) lo = k;
+        if (k > hi) hi = k;
+    }
+    unsigned span = 0;
+    while (span < 64 && ((hi - lo) >> span)) span++;
+    if (log_b > span) log_b = span;
+    unsigned shift = span - log_b;
+    size_t nb = (size_t)1 << log_b;
+    size_t *start = calloc(nb + 1, sizeof(size_t));
+    *ends = start;
+    if (!start) return 0;
+    for (size_t i = 0; i < n; i++) start[((load_be64(src + i * size) - lo) >> shift) + 1]++;
+    for (size_t b = 0; b < nb; b++) start[b + 1] += start[b];
+    for (size_t i = 0; i < n; i++) {
+        size_t b = (size_t)((load_be64(src + i * size) - lo) >> shift);
+        memcpy(dst + start[b]++ * size, src + i * size, size);
+    }
+    return nb; /* start[b] is now the end of bucket b */
+}
+
+static unsigned log2_ceil(size_t n) {
+    unsigned l = 0;
+    while (l < 22 && ((size_t)1 << l) < n) l++;
+    return l;
+}
+
+/* Sort ``n`` rows of ``size`` bytes bytewise and drop repeated rows, in place; returns the
+ * number of unique rows, or (size_t)-1 when out of memory. Two distribution passes on the
+ * leading 8 bytes (2048 ranges, then about one bucket per row within each range, so that the
+ * second pass works in cache), then insertion sort within buckets (heapsort for a bucket that
+ * drew many rows: skewed already-hashed input), then one pass dropping repeats. */
+static size_t sort_unique_rows(uint8_t *rows, size_t n, size_t size) {
+    if (n < 2) return n;
+    uint8_t *tmp = malloc(n * size);
+    if (!tmp) return (size_t)-1;
+    size_t *outer = NULL;
+    size_t n_outer = distribute(rows, tmp, n, size, 11, &outer);
+    if (!outer) {
+        free(tmp);
+        return (size_t)-1;
+    }
+    size_t first = 0;
+    for (size_t r = 0; r < n_outer; r++) {
+        size_t m = outer[r] - first;
+        if (m > 1) {
+            size_t *inner = NULL;
+            size_t n_inner = distribute(tmp + first * size, rows + first * size, m, size,
+                                        log2_ceil(m), &inner);
+            if (!inner) {
+                free(outer);
+                free(tmp);
+                return (size_t)-1;
+            }
+            sort_small_buckets(rows + first * size, inner, n_inner, size);
+            free(inner);
+        } else if (m == 1) {
+            memcpy(rows + first * size, tmp + first * size, size);
+        }
+        first = outer[r];
+    }
+    free(outer);
+    free(tmp);
+    size_t kept = 1;
+    for (size_t i = 1; i < n; i++) {
+        const uint8_t *row = rows + i * size;
+        if (memcmp(rows + (kept - 1) * size, row, size) == 0) continue;
+        if (kept != i) memcpy(rows + kept * size, row, size);
+        kept++;
+    }
+    return kept;
+}
+
+/* sort_unique(buffer, size) -> rows kept: the writable buffer's first rows are then its
+ * distinct rows in bytewise order. */
+static PyObject *sort_unique(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "w*n", &buf, &size)) return NULL;
+    if (size < 8 || size > 64 || buf.len % size) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "rows of 8 to 64 bytes expected");
+        return NULL;
+    }
+    size_t kept;
+    Py_BEGIN_ALLOW_THREADS
+    kept = sort_unique_rows(buf.buf, (size_t)(buf.len / size), (size_t)size);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    if (kept == (size_t)-1) return PyErr_NoMemory();
+    return PyLong_FromSize_t(kept);
+}
+
+/* The primitives alone, for tests against hashlib. */
+static PyObject *digest(PyObject *self, PyObject *args) {
+    Py_buffer msg;
+    int algo;
+    if (!PyArg_ParseTuple(args, "y*i", &msg, &algo)) return NULL;
+    uint8_t out[32];
+    if (algo == A_MD5)
+        md5_digest(msg.buf, (size_t)msg.len, out);
+    else
+        sha256_digest(sha256_blocks, msg.buf, (size_t)msg.len, out);
+    PyBuffer_Release(&msg);
+    return PyBytes_FromStringAndSize((const char *)out, algo == A_MD5 ? 16 : 32);
+}
+
+static PyObject *sha256_impl(PyObject *self, PyObject *args) {
+    const char *want = NULL;
+    if (!PyArg_ParseTuple(args, "|z", &want)) return NULL;
+    if (want) {
+        if (strcmp(want, "portable") == 0) {
+            sha256_blocks = sha256_blocks_portable;
+#ifdef ASYNCSYNC_X86
+        } else if (strcmp(want, "sha-ni") == 0 && have_shani) {
+            sha256_blocks = sha256_blocks_shani;
+#endif
+        } else {
+            PyErr_Format(PyExc_ValueError, "SHA-256 implementation %s is not available", want);
+            return NULL;
+        }
+    }
+#ifdef ASYNCSYNC_X86
+    if (sha256_blocks == sha256_blocks_shani) return PyUnicode_FromString("sha-ni");
+#endif
+    return PyUnicode_FromString("portable");
+}
+
+static PyMethodDef methods[] = {
+    {"hash_lines", (PyCFunction)(void (*)(void))hash_lines, METH_VARARGS | METH_KEYWORDS,
+     "hash_lines(data, kind, algo, flags, sample_cap, bounds=None) -> (digests, rows, "
+     "(empty, malformed, zero_id), [(row, reason)], [(row, slot, start, end)])"},
+    {"hex_lines", hex_lines, METH_VARARGS, "hex_lines(raw, size) -> hex lines"},
+    {"bucket_digests", bucket_digests, METH_VARARGS,
+     "bucket_digests(raw, size, bits) -> (rows by bucket, int32 counts)"},
+    {"sort_unique", sort_unique, METH_VARARGS,
+     "sort_unique(buffer, size) -> rows kept (sorted, distinct) at the buffer's start"},
+    {"digest", digest, METH_VARARGS, "digest(msg, algo) -> SHA-256 (0) or MD5 (1) digest"},
+    {"sha256_impl", sha256_impl, METH_VARARGS,
+     "sha256_impl([name]) -> the SHA-256 code in use ('sha-ni' or 'portable'); a name selects it"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_native", "The native hot loop of prepare.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    rules_init();
+    for (int b = 0; b < 256; b++) {
+        hex_pairs[b][0] = (uint8_t)hex_digits[b >> 4];
+        hex_pairs[b][1] = (uint8_t)hex_digits[b & 15];
+    }
+#ifdef ASYNCSYNC_X86
+    have_shani = cpu_has_shani();
+    if (have_shani) sha256_blocks = sha256_blocks_shani;
+#endif
+    return PyModule_Create(&module);
+}

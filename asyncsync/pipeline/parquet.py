@@ -1,0 +1,342 @@
+"""Parquet inputs: one file, a directory of files or a glob, read as one dataset, local or remote.
+
+The parent reads the dataset's one ID column (column projection: no other column is decoded)
+by record batches, file after file in path order, and ships each batch's Arrow arrays to the
+hashing workers as a :class:`ColumnJob`: the arrays pickle as their raw buffers, so no value
+ever becomes a Python object. The worker (:func:`column_lines`) turns the arrays into the same
+newline-separated bytes a text file of those values would hold, with Arrow compute kernels, and
+hashes them as text: the digests, counts and rejected rows are exactly those of the same IDs
+written one per line. A null is an empty line (``empty``); a value holding a line end would
+split into two lines, so it becomes a NUL byte instead, which is ``malformed`` for every ID type.
+A rejected row's "line" is its 1-based row index in the dataset.
+
+Columns of type string, large string, binary, large binary, integers (phone numbers), and
+dictionary-encoded variants of these are read; others are refused naming their type.
+
+Memory: the parent holds at most ``chunks_in_flight`` batches of about ``chunk_bytes`` of values
+(plus pyarrow's read buffer of :data:`READ_BUFFER_BYTES` and, for a remote file, one fetch block);
+a row group is streamed, never loaded whole.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import os
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from asyncsync.errors import InputError
+from asyncsync.pipeline.remote import RemoteObject, display_name, filesystem, is_remote
+
+__all__ = [
+    "PARQUET_SUFFIXES",
+    "ColumnJob",
+    "DatasetFile",
+    "ParquetInput",
+    "column_lines",
+    "dataset_files",
+    "is_parquet",
+]
+
+PARQUET_MAGIC: Final = b"PAR1"
+PARQUET_SUFFIXES: Final = (".parquet", ".parq", ".pq")
+READ_BUFFER_BYTES: Final = 1 << 20
+"""pyarrow reads column chunks through a buffer of this size (a row group is never read whole)."""
+_BATCH_VALUE_BYTES: Final = 40
+"""Bytes a value is assumed to take when a batch's row count is chosen from ``chunk_bytes``."""
+_MALFORMED: Final = b"\x00"
+"""Stands for a value holding a line end: NUL is malformed for every ID type, never empty."""
+_GLOB_CHARS: Final = frozenset("*?[")
+
+
+def _has_glob(name: str) -> bool:
+    return any(c in _GLOB_CHARS for c in name)
+
+
+def is_parquet(name: str) -> bool:
+    """Whether ``name`` is read as a Parquet dataset: a ``.parquet`` (``.parq``, ``.pq``) file,
+    a local directory, a glob, a URL ending in ``/``, or a local file starting with ``PAR1``."""
+    if name == "-":
+        return False
+    lowered = name.lower().rstrip("/")
+    if lowered.endswith(PARQUET_SUFFIXES) or _has_glob(name):
+        return True
+    if is_remote(name):
+        return name.split("?", 1)[0].endswith("/")
+    if os.path.isdir(name):
+        return True
+    if not os.path.isfile(name):  # a pipe's first bytes must stay for the text reader
+        return False
+    try:
+        with open(name, "rb") as f:
+            return f.read(4) == PARQUET_MAGIC
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnJob:
+    """Values of one batch of a Parquet input's ID column (pyarrow arrays, pickled as buffers)."""
+
+    seq: int
+    input_index: int
+    name: str
+    first_row: int  # rows of this input before the batch
+    arrays: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetFile:
+    """One file of a dataset: its shown name and how to open it."""
+
+    name: str
+    local: str | None
+    remote: RemoteObject | None
+
+    def open(self) -> Any:
+        if self.remote is not None:
+            obj = self.remote
+            return obj.fs.open(obj.path, "rb", block_size=8 << 20, cache_type="readahead")
+        assert self.local is not None
+        return open(self.local, "rb")
+
+    def identity(self) -> dict[str, Any]:
+        if self.remote is not None:
+            return self.remote.identity()
+        assert self.local is not None
+        st = os.stat(self.local)
+        return {"path": self.local, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _local_files(name: str) -> list[DatasetFile]:
+    if _has_glob(name):
+        paths = sorted(p for p in globlib.glob(name, recursive=True) if os.path.isfile(p))
+    elif os.path.isdir(name):
+        paths = sorted(
+            str(p)
+            for p in Path(name).rglob("*")
+            if p.is_file() and not any(part.startswith((".", "_")) for part in p.parts[-1:])
+        )
+    elif os.path.exists(name):
+        paths = [name]
+    else:
+        raise InputError(f"{name}: no such file", path=name)
+    return [DatasetFile(p, os.path.abspath(p), None) for p in paths]
+
+
+def _remote_files(url: str) -> list[DatasetFile]:
+    fs, path = filesystem(url)
+    name = display_name(url)
+    scheme = url.split("://", 1)[0]
+    try:
+        if _has_glob(path):
+            found = sorted(fs.glob(path))
+        elif url.split("?", 1)[0].endswith("/") or fs.isdir(path):
+            found = sorted(fs.find(path))
+        else:
+            return [DatasetFile(name, None, RemoteObject.lookup(url))]
+    except InputError:
+        raise
+    except Exception as exc:  # the backends raise their own types
+        raise InputError(f"{name}: cannot list it ({type(exc).__name__})", path=name) from None
+    keep = [p for p in found if not os.path.basename(p).startswith((".", "_"))]
+    files = []
+    for p in keep:
+        obj_url = f"{scheme}://{p}" if "://" not in p else p
+        files.append(DatasetFile(display_name(obj_url), None, RemoteObject.lookup(obj_url)))
+    return files
+
+
+def dataset_files(name: str) -> tuple[str, list[DatasetFile]]:
+    """(shown name, files in path order) of the dataset ``name``; hidden files and files whose
+    name starts with ``_`` (``_SUCCESS``, ``.crc``) are skipped. Raises ``InputError``."""
+    shown = display_name(name) if is_remote(name) else name
+    files = _remote_files(name) if is_remote(name) else _local_files(name)
+    if not files:
+        what = "is a directory with" if _is_local_dir(name) else "matches"
+        raise InputError(f"{shown}: {what} no Parquet file", path=shown)
+    return shown, files
+
+
+def _is_local_dir(name: str) -> bool:
+    return not is_remote(name) and os.path.isdir(name)
+
+
+def _column_index(name: str, names: Sequence[str], column: str | int | None) -> int:
+    shown = ", ".join(repr(n) for n in names[:50]) or "none"
+    if column is None:
+        if len(names) == 1:
+            return 0
+        raise InputError(
+            f"{name}: has {len(names)} columns; pick one with --column (columns: {shown})",
+            path=name,
+        )
+    if isinstance(column, int):
+        if not 1 <= column <= len(names):
+            raise InputError(
+                f"{name}: --column {column} is past its {len(names)} column(s) (columns: {shown})",
+                path=name,
+            )
+        return column - 1
+    if column in names:
+        return list(names).index(column)
+    lowered = [n.casefold() for n in names]
+    if column.casefold() in lowered:
+        return lowered.index(column.casefold())
+    raise InputError(f"{name}: no column {column!r} (columns: {shown})", path=name)
+
+
+def _check_type(name: str, column: str, arrow_type: Any) -> None:
+    import pyarrow as pa
+
+    value_type = arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+    ok = (
+        pa.types.is_string(value_type)
+        or pa.types.is_large_string(value_type)
+        or pa.types.is_binary(value_type)
+        or pa.types.is_large_binary(value_type)
+        or pa.types.is_integer(value_type)
+        or getattr(pa.types, "is_string_view", lambda _t: False)(value_type)
+        or getattr(pa.types, "is_binary_view", lambda _t: False)(value_type)
+    )
+    if not ok:
+        raise InputError(
+            f"{name}: column {column!r} holds {arrow_type}, not strings, bytes or integers",
+            path=name,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ParquetInput:
+    """A Parquet dataset, checked: its files, the ID column, its row count (from the footers)."""
+
+    name: str
+    files: tuple[DatasetFile, ...]
+    column: str
+    rows: int
+    size: int
+
+    @classmethod
+    def open(cls, name: str, column: str | int | None) -> ParquetInput:
+        """Find the dataset's files and read their footers; the column must exist in each.
+
+        Raises ``InputError`` (one line) for a missing input, an empty dataset, a file that is
+        not Parquet, or a column that does not exist (naming the columns that do).
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        shown, files = dataset_files(name)
+        rows = size = 0
+        chosen: str | None = None
+        for f in files:
+            try:
+                with f.open() as raw:
+                    meta = pq.ParquetFile(raw).metadata
+                    schema = meta.schema.to_arrow_schema()
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if _is_local_dir(name):  # say why a directory was read as Parquet at all
+                    raise InputError(
+                        f"{name}: is a directory, read as one Parquet dataset, but {f.name} in "
+                        f"it is not a readable Parquet file ({text})",
+                        path=f.name,
+                    ) from None
+                raise InputError(
+                    f"{f.name}: not a readable Parquet file ({text})", path=f.name
+                ) from None
+            names = list(schema.names)
+            if chosen is None:
+                chosen = names[_column_index(f.name, names, column)]
+            elif chosen not in names:
+                chosen_shown = ", ".join(repr(n) for n in names[:50]) or "none"
+                raise InputError(
+                    f"{f.name}: no column {chosen!r} (columns: {chosen_shown})", path=f.name
+                )
+            _check_type(f.name, chosen, schema.field(chosen).type)
+            rows += meta.num_rows
+            if f.remote is not None:
+                size += f.remote.size or 0
+            else:
+                size += os.path.getsize(f.local or f.name)
+        assert chosen is not None
+        return cls(name=shown, files=tuple(files), column=chosen, rows=rows, size=size)
+
+    def identity(self) -> list[dict[str, Any]]:
+        """What the sync journal records of each file (path, size, mtime or ETag/version)."""
+        return [f.identity() for f in self.files]
+
+    def batches(self, chunk_bytes: int) -> Generator[tuple[Any, ...], None, None]:
+        """The column's values, in dataset order, as tuples of arrays of about ``chunk_bytes``
+        (blocking: run on a thread). Raises ``InputError`` when a file cannot be read."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        target = max(1024, chunk_bytes // _BATCH_VALUE_BYTES)
+        held: list[Any] = []
+        held_rows = 0
+        for f in self.files:
+            try:
+                with f.open() as raw:
+                    reader = pq.ParquetFile(raw, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
+                    for batch in reader.iter_batches(
+                        batch_size=target, columns=[self.column], use_threads=True
+                    ):
+                        if batch.num_rows == 0:
+                            continue
+                        held.append(batch.column(0))
+                        held_rows += batch.num_rows
+                        if held_rows >= target:
+                            yield tuple(held)
+                            held, held_rows = [], 0
+            except (pa.ArrowException, OSError) as exc:
+                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise InputError(f"{f.name}: cannot read it ({text})", path=f.name) from exc
+        if held:
+            yield tuple(held)
+
+
+def _as_binary(array: Any) -> Any:
+    """``array`` as binary or large binary (zero-copy from strings), dictionaries decoded,
+    integers written in decimal."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if pa.types.is_integer(array.type):
+        array = pc.cast(array, pa.string())
+    large = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
+    return pc.cast(array, pa.large_binary() if large else pa.binary())
+
+
+def column_lines(job: ColumnJob) -> bytes:
+    """The values of ``job`` as text lines, each ending ``\\n`` (worker side): one line per value,
+    a null as an empty line, a value holding ``\\n`` as a NUL (malformed)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out: list[bytes] = []
+    for array in job.arrays:
+        if len(array) == 0:
+            continue
+        values = _as_binary(array)
+        kind = values.type
+        if values.null_count:
+            values = pc.fill_null(values, pa.scalar(b"", kind))
+        data = values.buffers()[2]
+        # One memchr over the values' bytes; the exact per-value check only when it finds one.
+        if data is not None and bytes(data).find(b"\n") >= 0:
+            split = pc.match_substring(values, "\n")
+            values = pc.if_else(split, pa.scalar(_MALFORMED, kind), values)
+        lines = pc.binary_join_element_wise(values, pa.scalar(b"", kind), pa.scalar(b"\n", kind))
+        _, offsets, joined = lines.buffers()[:3]
+        width = np.int64 if pa.types.is_large_binary(kind) else np.int32
+        bounds = np.frombuffer(offsets, dtype=width)
+        start, end = int(bounds[lines.offset]), int(bounds[lines.offset + len(lines)])
+        out.append(joined[start:end].to_pybytes())
+    return b"".join(out)
