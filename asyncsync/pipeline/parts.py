@@ -26,8 +26,10 @@ __all__ = [
     "PART_GLOB",
     "PartInfo",
     "PartSource",
+    "PlannedPart",
     "part_lines",
     "part_name",
+    "plan_parts",
     "rows_per_part",
     "write_json_atomic",
     "write_part",
@@ -73,6 +75,32 @@ def part_name(index: int) -> str:
 def rows_per_part(max_file_bytes: int, digest_size: int) -> int:
     """How many digest lines fit in ``max_file_bytes`` (0 when not even one does)."""
     return max_file_bytes // (2 * digest_size + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedPart:
+    """A part as :func:`plan_parts` foresees it: what :func:`write_part` would write, without
+    its MD5 (which only the bytes give)."""
+
+    index: int
+    file: str
+    rows: int
+    bytes: int
+
+
+def plan_parts(unique_rows: int, max_file_bytes: int, digest_size: int) -> tuple[PlannedPart, ...]:
+    """The parts ``unique_rows`` sorted unique digests are cut into: every line has the same
+    width, so part ``k`` holds rows ``[k*R, (k+1)*R)`` (R = :func:`rows_per_part`) and its size
+    is its rows times the line width."""
+    per_part = rows_per_part(max_file_bytes, digest_size)
+    if per_part < 1:
+        raise ValueError(f"max_file_bytes {max_file_bytes} holds no {2 * digest_size}-hex line")
+    line = 2 * digest_size + 1
+    return tuple(
+        PlannedPart(index=k, file=part_name(k), rows=rows, bytes=rows * line)
+        for k, first in enumerate(range(0, unique_rows, per_part), start=1)
+        for rows in (min(per_part, unique_rows - first),)
+    )
 
 
 def write_part(
