@@ -59,6 +59,7 @@ from asyncsync.pipeline.dedupe import (
     merge_group,
     plan_groups,
 )
+from asyncsync.pipeline.parquet import ParquetInput
 from asyncsync.pipeline.parts import (
     PART_GLOB,
     TMP_SUFFIX,
@@ -431,15 +432,17 @@ class _Pool(ProcessPoolExecutor):
     """The hashing pool: forkserver workers that never outlive this process.
 
     forkserver: workers do not inherit the event loop, its threads or open files; the server
-    preloads the hashing modules once (numpy import) for every later pool. Each worker gets the
+    preloads the hashing modules once (numpy import) for every later pool, and pyarrow's
+    Parquet reader too when the command that starts it reads Parquet (``preload``), so that
+    the workers do not each import it. Each worker gets the
     read end of a pipe whose write end only this process holds, and exits when it reaches
     end-of-file: when the pool is shut down, or when this process dies, even by SIGKILL (see
     :func:`asyncsync.pipeline.worker.init_worker`).
     """
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, preload: tuple[str, ...] = ()) -> None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["asyncsync.pipeline.worker"])
+        ctx.set_forkserver_preload(["asyncsync.pipeline.worker", *preload])
         self._lifeline, self._lifeline_end = ctx.Pipe(duplex=False)
         super().__init__(
             max_workers=workers,
@@ -719,7 +722,10 @@ async def prepare(
     settings = _hash_settings(opts, spill)
     # The pool starts on a thread (a fresh interpreter and its imports: about half a second),
     # leaving the event loop free; the first chunks are hashed meanwhile (see _hash_step).
-    starting = asyncio.ensure_future(asyncio.to_thread(_start_pool, opts.resolved_workers()))
+    preload = _PARQUET_MODULES if any(isinstance(s.external, ParquetInput) for s in specs) else ()
+    starting = asyncio.ensure_future(
+        asyncio.to_thread(_start_pool, opts.resolved_workers(), preload)
+    )
     try:
         reporter(StageChanged(stage="prepare", started=True))
         stats = await _hash_step(starting, specs, opts, settings, reporter)
@@ -795,9 +801,13 @@ def _discard_tmp(root: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _start_pool(workers: int) -> ProcessPoolExecutor:
+_PARQUET_MODULES: Final = ("pyarrow.parquet", "pyarrow.compute")
+"""What the workers' fork server imports once when an input is Parquet."""
+
+
+def _start_pool(workers: int, preload: tuple[str, ...] = ()) -> ProcessPoolExecutor:
     """A started pool (blocking: run on a thread)."""
-    pool = _Pool(workers)
+    pool = _Pool(workers, preload)
     try:
         pool.submit(ready).result()
     except BaseException:
