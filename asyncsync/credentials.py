@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from asyncsync.errors import UsageError
+from asyncsync.fsync import fsync_dir
 
 __all__ = [
     "ACCESS_TOKEN_ENV",
@@ -179,11 +180,11 @@ def write_token_file(token: str, path: str | os.PathLike[str] | None = None) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, target)
+        fsync_dir(parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise UsageError(f"cannot write the token file {target}: {exc.strerror or exc}") from None
-    _fsync_dir(parent)
     return target
 
 
@@ -213,12 +214,3 @@ def _make_private_dirs(directory: Path, *, tighten: bool) -> None:
         st = directory.stat()
         if st.st_mode & 0o077 and st.st_uid == os.getuid():
             os.chmod(directory, 0o700)
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

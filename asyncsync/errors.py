@@ -29,10 +29,14 @@ through its ``exit_code`` attribute (2 bad usage or input, 1 failed, 3 paused)::
 
 Which TikTok code gives which class, and whether the request may have been carried out, is the
 table of ``asyncsync.tiktok.codes`` (docs/tiktok-api.md).
+
+A failed task group is unwrapped in one place: :func:`first_error` picks the error to raise
+from it, :func:`as_sync_error` makes an unexpected one an ``AsyncSyncError`` for library users.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 __all__ = [
@@ -58,6 +62,8 @@ __all__ = [
     "TransientError",
     "TransportError",
     "UsageError",
+    "as_sync_error",
+    "first_error",
 ]
 
 
@@ -242,3 +248,35 @@ class Paused(AsyncSyncError):
         self.pending = pending or {}
         self.resume_after = resume_after
         self.result = result
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to raise from a failed task group: its first :class:`AsyncSyncError`, else
+    its first error that is not a cancellation, else its first."""
+    import asyncio  # loaded already wherever a task group ran; not at every CLI start
+
+    leaves = list(_leaves(group))
+    for exc in leaves:
+        if isinstance(exc, AsyncSyncError):
+            return exc
+    for exc in leaves:
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return leaves[0] if leaves else group
+
+
+def as_sync_error(exc: BaseException) -> BaseException:
+    """``exc`` as a library user meets it: an ``AsyncSyncError`` as is, an unexpected
+    ``Exception`` wrapped in one (``sync failed: <type>: <message>``); cancellations,
+    ``KeyboardInterrupt`` and ``SystemExit`` are never wrapped."""
+    if isinstance(exc, AsyncSyncError) or not isinstance(exc, Exception):
+        return exc
+    return AsyncSyncError(f"sync failed: {type(exc).__name__}: {exc}")

@@ -186,9 +186,10 @@ async def run(args: argparse.Namespace) -> None:
         sandbox.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     m = mirrored.mirror
+    assert m is not None
     print(
-        f"day 1 mirror: mode {m['mode']} ({m['reason']}); added {m['added']:,}, "
-        f"removed {m['removed']:,}, unchanged {m['unchanged']:,}"
+        f"day 1 mirror: mode {m.mode} ({m.reason}); added {m.added:,}, "
+        f"removed {m.removed:,}, unchanged {m.unchanged:,}"
     )
     rows = [
         ("mirror (APPEND+REMOVE)", mirrored, t_mirror),

@@ -138,6 +138,13 @@ class S3Server:
         self.proc.wait()
 
 
+def engine() -> str:
+    """The hashing engine ``prepare`` uses here (``ASYNCSYNC_ENGINE``, native when built)."""
+    from asyncsync.rules.engine import active_engine
+
+    return active_engine()
+
+
 def run_once(name: str, source: str, env: dict[str, str], workers: int | None) -> dict[str, Any]:
     out = WORK / f"sources-{name}"
     shutil.rmtree(out, ignore_errors=True)
@@ -215,15 +222,20 @@ def main() -> None:
         },
     }
     print()
-    print("| input | median wall s | rows/s | peak RSS MB |")
-    print("| --- | ---: | ---: | ---: |")
+    cpu = {name: statistics.median(r["cpu_s"] for r in rs) for name, rs in runs.items()}
+    print("| input | median wall s | rows/s | median CPU s | peak RSS MB |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for name, rs in runs.items():
         rss = max(r["peak_rss"] for r in rs) / 1e6
-        print(f"| {name} | {median[name]:.2f} | {rows / median[name]:,.0f} | {rss:,.0f} |")
+        print(
+            f"| {name} | {median[name]:.2f} | {rows / median[name]:,.0f} | {cpu[name]:.2f} "
+            f"| {rss:,.0f} |"
+        )
     print()
     for key, v in verdicts.items():
         print(f"{key}: {v['value']} (floor {v['floor']}): {'PASS' if v['pass'] else 'FAIL'}")
     print(f"load average before {load_before}, after {load_after} ({os.cpu_count()} cores)")
+    print(f"engine: {engine()}")
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / f"sources-{args.rows}.json"
     out.write_text(
@@ -231,11 +243,13 @@ def main() -> None:
             {
                 "command": " ".join(["benchmarks/bench_sources.py", *sys.argv[1:]]),
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "engine": engine(),
                 "load_before": load_before,
                 "load_after": load_after,
                 "rows": rows,
                 "runs": runs,
                 "median_wall_s": median,
+                "median_cpu_s": cpu,
                 "verdicts": verdicts,
             },
             indent=2,

@@ -306,3 +306,26 @@ async def test_paused_job_exits_3_with_json_and_the_same_command_resumes(
         assert done["resumed"] is True
         sb.clock.advance(7200)
         assert sb.members(str(done["audience_id"])) == expected
+
+
+def test_sync_names_the_exact_count_of_national_phone_numbers(tmp_path: Path) -> None:
+    from asyncsync.cli.sync import sync_command
+
+    phones = [f"3749{i:07d}" for i in range(1200)]
+    national = [f"06{i:08d}" for i in range(30)]
+    bad = ["12ab", "+", "1" * 20]  # malformed, but not national numbers
+    export = tmp_path / "phones.txt"
+    export.write_text("\n".join(phones + national + bad) + "\n")
+    args = [str(export), "--sandbox", "--name", "P", "--id-type", "phone", "--workers", "1"]
+    runner = CliRunner()
+    dry = runner.invoke(sync_command, [*args, "--dry-run", "--json"])
+    assert dry.exit_code == 0, dry.output
+    summary = json.loads(dry.stdout)
+    assert summary["national_phones"] == 30 and summary["rejected"]["malformed"] == 33
+    human = runner.invoke(sync_command, args)
+    assert human.exit_code == 0, human.output
+    assert "30 phone number(s) were national numbers" in human.output
+    assert "--default-country" in human.output
+    done = runner.invoke(sync_command, [*args, "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["national_phones"] == 30

@@ -48,7 +48,7 @@ def client() -> Iterator[Any]:
             n_workers=2,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # a free port: 8787 may be taken by another cluster
             memory_limit="1GiB",
         ) as cluster,
         distributed.Client(cluster) as c,

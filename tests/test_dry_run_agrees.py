@@ -79,34 +79,35 @@ async def agree(
         return real
     plan = dry.plan
     assert plan is not None
-    if plan["problems"]:
-        assert isinstance(real, UsageError), (plan["problems"], real)
-        assert any(p.removeprefix("refusing to start: ") in str(real) for p in plan["problems"])
+    if plan.problems:
+        assert isinstance(real, UsageError), (plan.problems, real)
+        assert any(p.removeprefix("refusing to start: ") in str(real) for p in plan.problems)
         assert after[CREATE] == before[CREATE] and after[UPDATE] == before[UPDATE]
         return real
     if isinstance(real, Paused):
         if real.pending["reason"] == "daily quota":
-            assert plan["quota"]["fits_today"] is False, plan["quota"]
-            assert after[UPDATE] - before[UPDATE] == plan["quota"]["operations_remaining"]
+            assert plan.quota.fits_today is False, plan.quota
+            assert after[UPDATE] - before[UPDATE] == plan.quota.operations_remaining
         else:  # how long TikTok runs an operation is not for a plan to know
             assert real.pending["reason"] == "operation running"
         # What is pending is the tail of the plan's operations.
         left = real.pending["operations"]
-        assert left == plan["operations"][len(plan["operations"]) - len(left) :]
+        planned = [op.to_json() for op in plan.operations]
+        assert left == planned[len(planned) - len(left) :]
         return real
     assert isinstance(real, SyncResult), real
-    actions = [op["action"] for op in plan["operations"]]
+    actions = [op.action for op in plan.operations]
     assert after[CREATE] - before[CREATE] == actions.count("create")
     assert after[UPDATE] - before[UPDATE] == len(actions) - actions.count("create")
-    assert after[UPLOAD] - before[UPLOAD] == plan["uploads"]
-    assert plan["already_done"] == (real.resumed and after == before)
-    if plan["resumes_job"] is not None:
-        assert real.resumed and real.job_id == plan["resumes_job"]
-    if not plan["already_done"]:
+    assert after[UPLOAD] - before[UPLOAD] == plan.uploads
+    assert plan.already_done == (real.resumed and after == before)
+    if plan.resumes_job is not None:
+        assert real.resumed and real.job_id == plan.resumes_job
+    if not plan.already_done:
         assert (real.parts, real.rows_written) == (dry.parts, dry.rows_written)
     if dry.mirror is not None:
         assert real.mirror is not None
-        assert dry.mirror["mode"] == real.mirror["mode"]
+        assert dry.mirror.mode == real.mirror.mode
     return real
 
 
@@ -200,12 +201,12 @@ async def test_mirror_first_run_then_diff(sandbox: Sandbox, tmp_path: Path) -> N
             action="mirror", **opts,
         )  # fmt: skip
         assert isinstance(first, SyncResult) and first.mirror is not None
-        assert first.mirror["mode"] == "create"
+        assert first.mirror.mode == "create"
         sandbox.clock.advance(86_400)
         day1 = write_ids(tmp_path / "d1.txt", day0[100:] + maids(10, 150))
         diff = await agree(client, sandbox, tmp_path, day1, name="m", action="mirror", **opts)
         assert isinstance(diff, SyncResult) and diff.mirror is not None
-        assert diff.mirror["mode"] == "diff"
+        assert diff.mirror.mode == "diff"
 
 
 def part_files(root: Path) -> list[Path]:
@@ -225,20 +226,60 @@ def plan_tmp(tmp_path: Path) -> Iterator[Path]:
         tempfile.tempdir = saved
 
 
-async def test_a_dry_run_of_many_parts_keeps_none_of_them(
+async def test_a_dry_run_of_many_parts_writes_no_part_file(
     sandbox: Sandbox, tmp_path: Path, plan_tmp: Path
 ) -> None:
     export = write_ids(tmp_path / "big.txt", maids(11, 6000))
     opts = sync_options(tmp_path, sandbox, max_file_bytes=100 * DIGEST_LINE)
-    most = 0
+    seen: list[Event] = []
+    on_disk = 0
 
     def watch(event: Event) -> None:
-        nonlocal most
-        if isinstance(event, PartWritten):
-            most = max(most, len(part_files(plan_tmp)))
+        nonlocal on_disk
+        seen.append(event)
+        on_disk = max(on_disk, len(part_files(tmp_path)))
 
     async with client_for(sandbox) as client:
         dry = await sync_audience(client, export, name="big", dry_run=True, reporter=watch, **opts)
-    assert dry.plan is not None and dry.plan["parts"] == 60
-    assert most <= 2, f"{most} part files were on disk at once"
-    assert part_files(plan_tmp) == []
+        assert not [e for e in seen if isinstance(e, PartWritten)], "the dry run wrote parts"
+        assert on_disk == 0, f"{on_disk} part files were on disk during the dry run"
+        assert part_files(tmp_path) == []
+        assert dry.plan is not None and dry.plan.parts == 60
+        assert dry.plan.bytes == 6000 * DIGEST_LINE
+        real = await sync_audience(client, export, name="big", **opts)
+    assert (dry.parts, dry.rows_written) == (real.parts, real.rows_written) == (60, 6000)
+    assert dry.duplicates == real.duplicates and dry.rows_read == real.rows_read
+
+
+async def test_a_mirror_dry_run_writes_no_part_file(sandbox: Sandbox, tmp_path: Path) -> None:
+    day0 = maids(12, 3000)
+    opts = sync_options(tmp_path, sandbox, max_file_bytes=100 * DIGEST_LINE)
+    seen: list[Event] = []
+    on_disk = 0
+
+    def watch(event: Event) -> None:
+        nonlocal on_disk
+        seen.append(event)
+        on_disk = max(on_disk, len(part_files(tmp_path)))
+
+    async with client_for(sandbox) as client:
+        d0 = write_ids(tmp_path / "d0.txt", day0)
+        first = await sync_audience(
+            client, d0, name="m", action="mirror", dry_run=True, reporter=watch, **opts
+        )
+        assert first.plan is not None and first.plan.parts == 30
+        await sync_audience(client, d0, name="m", action="mirror", **opts)
+        sandbox.clock.advance(86_400)
+        d1 = write_ids(tmp_path / "d1.txt", day0[250:] + maids(13, 420))
+        dry = await sync_audience(
+            client, d1, name="m", action="mirror", dry_run=True, reporter=watch, **opts
+        )
+        assert not [e for e in seen if isinstance(e, PartWritten)], "the dry run wrote parts"
+        assert on_disk == 0, f"{on_disk} part files were on disk during a dry run"
+        real = await sync_audience(client, d1, name="m", action="mirror", **opts)
+    assert dry.plan is not None and dry.mirror is not None and real.mirror is not None
+    assert dry.mirror.mode == real.mirror.mode == "diff"
+    assert (dry.mirror.added, dry.mirror.removed) == (real.mirror.added, real.mirror.removed)
+    planned = (dry.plan.parts, dry.plan.bytes)
+    assert planned == (real.parts, real.bytes_uploaded) == (8, 670 * DIGEST_LINE)
+    assert [op.action for op in dry.plan.operations] == ["APPEND", "REMOVE"]

@@ -113,7 +113,8 @@ async def test_a_second_state_dir_refuses_to_create_a_second_audience_of_the_nam
         dry = await sync_audience(
             client, export, name="Buyers", dry_run=True, **options(tmp_path, sandbox, "third")
         )
-        assert any(first.audience_id in p for p in dry.plan.get("problems", ()))  # type: ignore[union-attr]
+        assert dry.plan is not None
+        assert any(first.audience_id in p for p in dry.plan.problems)
         # Opting out makes the second audience.
         second = await sync_audience(
             client,
@@ -306,8 +307,8 @@ async def test_a_mirror_replaces_after_an_operation_made_outside_its_journal(
             client, write_export(tmp_path / "a.txt", day2), **mirror, **options(tmp_path, sandbox)
         )
         assert second.audience_id == audience_id
-        assert second.mirror is not None and second.mirror["mode"] == "replace"
-        assert "this journal did not make" in second.mirror["reason"]
+        assert second.mirror is not None and second.mirror.mode == "replace"
+        assert "this journal did not make" in second.mirror.reason
         assert await settled(sandbox, client, audience_id) == maid_digests(day2)
         # The third run trusts the new snapshot again.
         third = await sync_audience(
@@ -316,7 +317,7 @@ async def test_a_mirror_replaces_after_an_operation_made_outside_its_journal(
             **mirror,
             **options(tmp_path, sandbox),
         )
-        assert third.mirror is not None and third.mirror["mode"] == "diff"
+        assert third.mirror is not None and third.mirror.mode == "diff"
         assert await settled(sandbox, client, audience_id) == maid_digests(day2 + maids(14, 10))
 
 
@@ -354,8 +355,9 @@ async def test_a_replace_that_cannot_finish_today_pauses_before_sending_anything
         assert paused.value.exit_code == 3
         assert "nothing was sent" in str(paused.value) and "after 20" in str(paused.value)
         result = paused.value.result
-        assert result is not None and result.pending["resume_after"].endswith("00:00:00 UTC")
-        assert len(result.pending["operations"]) == 4
+        assert result is not None and result.pending is not None
+        assert (result.pending.resume_after or "").endswith("00:00:00 UTC")
+        assert len(result.pending.operations) == 4
         assert sandbox.request_counts()[UPDATE] == updates
         assert await settled(sandbox, client, audience_id) == before == maid_digests(kept + extra)
         # The next UTC day the same command runs it whole.
@@ -559,6 +561,6 @@ async def test_a_create_longer_than_a_day_of_operations_starts_and_says_so(
         with pytest.raises(Paused) as paused:
             await sync_audience(client, export, name="Long", reporter=collect, **opts)
     assert notices and "needs 26 operations" in notices[0]
-    assert paused.value.result is not None
-    assert len(paused.value.result.pending["operations"]) == 1
+    assert paused.value.result is not None and paused.value.result.pending is not None
+    assert len(paused.value.result.pending.operations) == 1
     assert len(live_named(sandbox, "Long")) == 1

@@ -82,7 +82,7 @@ def hostile_text(draw: st.DrawFn) -> bytes:
 
 
 def oracle_lines(data: bytes) -> list[bytes]:
-    """The data lines of a plain text input as DESIGN.md defines them."""
+    """The data lines of a plain text input as docs/normalization.md defines them."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     lines = data.split(b"\n")

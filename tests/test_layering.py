@@ -4,7 +4,7 @@ counts; an import only for type checking does not).
 
 Layers, lowest first (``docs/architecture.md``)::
 
-    errors, events                 the error tree and progress events
+    errors, events, fsync          the error tree, progress events, the directory fsync
     rules, sample, credentials     pure rules; leaf helpers
     pipeline | tiktok | sandbox    siblings: none imports another
     store | dask                   the journal and snapshots | prepare on a Dask cluster
@@ -26,6 +26,7 @@ PACKAGE = Path(asyncsync.__file__).parent
 LAYERS: dict[str, int] = {
     "errors": 0,
     "events": 0,
+    "fsync": 0,
     "rules": 1,
     "sample": 1,
     "credentials": 1,

@@ -96,8 +96,8 @@ async def test_daily_mirrors_track_every_export_and_upload_only_the_difference(
         )
         aid = first.audience_id
         assert aid is not None and first.action == "mirror"
-        assert first.mirror is not None and first.mirror["mode"] == "create"
-        assert first.mirror["snapshot"] == "recorded"
+        assert first.mirror is not None and first.mirror.mode == "create"
+        assert first.mirror.snapshot == "recorded"
         assert members(sandbox, aid) == maid_digests(day0)
         assert first.bytes_uploaded == 3000 * DIGEST_LINE
 
@@ -106,12 +106,12 @@ async def test_daily_mirrors_track_every_export_and_upload_only_the_difference(
             client, sandbox, tmp_path, write_export(tmp_path / "d1.txt", day1, 1), name="Buyers"
         )
         assert grow.audience_id == aid and grow.mirror is not None
-        assert (grow.mirror["mode"], grow.mirror["added"], grow.mirror["removed"]) == (
+        assert (grow.mirror.mode, grow.mirror.added, grow.mirror.removed) == (
             "diff",
             300,
             0,
         )
-        assert grow.mirror["unchanged"] == 3000
+        assert grow.mirror.unchanged == 3000
         assert members(sandbox, aid) == maid_digests(day1)
         assert grow.bytes_uploaded == 300 * DIGEST_LINE
         assert ops(sandbox) == ["CREATE", "APPEND"]
@@ -120,8 +120,8 @@ async def test_daily_mirrors_track_every_export_and_upload_only_the_difference(
         churn = await mirror(
             client, sandbox, tmp_path, write_export(tmp_path / "d2.txt", day2, 2), name="Buyers"
         )
-        assert churn.mirror is not None and churn.mirror["mode"] == "diff"
-        assert (churn.mirror["added"], churn.mirror["removed"]) == (200, 200)
+        assert churn.mirror is not None and churn.mirror.mode == "diff"
+        assert (churn.mirror.added, churn.mirror.removed) == (200, 200)
         assert members(sandbox, aid) == maid_digests(day2)
         assert churn.bytes_uploaded == 400 * DIGEST_LINE
         assert ops(sandbox)[-2:] == ["APPEND", "REMOVE"]
@@ -130,8 +130,8 @@ async def test_daily_mirrors_track_every_export_and_upload_only_the_difference(
         turnover = await mirror(
             client, sandbox, tmp_path, write_export(tmp_path / "d3.txt", day3, 3), name="Buyers"
         )
-        assert turnover.mirror is not None and turnover.mirror["mode"] == "replace"
-        assert "replace threshold" in turnover.mirror["reason"]
+        assert turnover.mirror is not None and turnover.mirror.mode == "replace"
+        assert "replace threshold" in turnover.mirror.reason
         assert members(sandbox, aid) == maid_digests(day3)
         assert turnover.bytes_uploaded == 2500 * DIGEST_LINE
         assert ops(sandbox)[-1] == "REPLACE"
@@ -143,7 +143,7 @@ async def test_daily_mirrors_track_every_export_and_upload_only_the_difference(
             client, sandbox, tmp_path, write_export(tmp_path / "d4.txt", day3[::-1], 4),
             name="Buyers",
         )  # fmt: skip
-        assert same.mirror is not None and same.mirror["mode"] == "nothing"
+        assert same.mirror is not None and same.mirror.mode == "nothing"
         assert same.bytes_uploaded == 0 and same.file_paths == ()
         assert sandbox.request_counts()[UPDATE] == updates
         assert sandbox.request_counts()[UPLOAD] == uploads
@@ -174,7 +174,7 @@ async def test_crash_between_append_and_remove_is_finished_by_the_rerun(
 
         resumed = await mirror(client, sandbox, tmp_path, export, name="Crash")
         assert resumed.resumed and resumed.mirror is not None
-        assert resumed.mirror["mode"] == "diff" and resumed.mirror["snapshot"] == "recorded"
+        assert resumed.mirror.mode == "diff" and resumed.mirror.snapshot == "recorded"
         assert ops(sandbox) == ["CREATE", "APPEND", "REMOVE"]
         assert sandbox.request_counts()[UPLOAD] == uploads  # nothing uploaded again
         assert members(sandbox, aid) == maid_digests(day1)
@@ -186,8 +186,8 @@ async def test_crash_between_append_and_remove_is_finished_by_the_rerun(
         after = await mirror(
             client, sandbox, tmp_path, write_export(tmp_path / "d2.txt", day2, 2), name="Crash"
         )
-        assert after.mirror is not None and after.mirror["mode"] == "diff"
-        assert (after.mirror["added"], after.mirror["removed"]) == (100, 0)
+        assert after.mirror is not None and after.mirror.mode == "diff"
+        assert (after.mirror.added, after.mirror.removed) == (100, 0)
         assert members(sandbox, aid) == maid_digests(day2)
 
 
@@ -211,8 +211,8 @@ async def test_lost_or_torn_snapshot_falls_back_to_replace(
             client, sandbox, tmp_path, write_export(tmp_path / "d1.txt", day1, 1), name="Lost"
         )
         assert lost.audience_id == aid and lost.mirror is not None
-        assert lost.mirror["mode"] == "replace"
-        assert "no trustworthy snapshot" in lost.mirror["reason"]
+        assert lost.mirror.mode == "replace"
+        assert "no trustworthy snapshot" in lost.mirror.reason
         assert lost.bytes_uploaded == len(day1) * DIGEST_LINE
         assert members(sandbox, aid) == maid_digests(day1)
 
@@ -223,8 +223,8 @@ async def test_lost_or_torn_snapshot_falls_back_to_replace(
         torn = await mirror(
             client, sandbox, tmp_path, write_export(tmp_path / "d2.txt", day2, 2), name="Lost"
         )
-        assert torn.mirror is not None and torn.mirror["mode"] == "replace"
-        assert "torn" in torn.mirror["reason"]
+        assert torn.mirror is not None and torn.mirror.mode == "replace"
+        assert "torn" in torn.mirror.reason
         assert members(sandbox, aid) == maid_digests(day2)
 
 
@@ -256,7 +256,7 @@ async def test_remove_below_the_floor_is_refused_before_any_call(
             client, sandbox, tmp_path, write_export(tmp_path / "d2.txt", day0[:1200], 2),
             name="Floor",
         )  # fmt: skip
-        assert ok.mirror is not None and ok.mirror["mode"] == "diff"
+        assert ok.mirror is not None and ok.mirror.mode == "diff"
         assert members(sandbox, aid) == maid_digests(day0[:1200])
 
 
@@ -276,8 +276,8 @@ async def test_mirror_by_audience_id_replaces_first_then_sends_diffs_within_quot
         first = await mirror(
             client, sandbox, tmp_path, write_export(tmp_path / "d1.txt", day1, 1), audience_id=aid
         )
-        assert first.mirror is not None and first.mirror["mode"] == "replace"
-        assert "no snapshot" in first.mirror["reason"]
+        assert first.mirror is not None and first.mirror.mode == "replace"
+        assert "no snapshot" in first.mirror.reason
         assert members(sandbox, aid) == maid_digests(day1)
         # Same UTC day: the snapshot is lost again, a REPLACE is needed, and today's is used.
         SnapshotStore(tmp_path / "state").discard(sandbox.api_base, ADVERTISER, aid)
@@ -308,17 +308,19 @@ async def test_dry_run_reports_counts_and_operations_and_sends_nothing(
         assert sandbox.request_counts().get(UPDATE) == before.get(UPDATE)
         assert dry.plan is not None and dry.audience_id == aid
         plan = dry.plan
-        assert (plan["mode"], plan["added"], plan["removed"], plan["unchanged"]) == (
+        counts = plan.mirror
+        assert counts is not None
+        assert (counts.mode, counts.added, counts.removed, counts.unchanged) == (
             "diff",
             150,
             100,
             1900,
         )
-        assert [op["action"] for op in plan["operations"]] == ["APPEND", "REMOVE"]
-        assert plan["bytes"] == 250 * DIGEST_LINE and plan["problems"] == []
+        assert [op.action for op in plan.operations] == ["APPEND", "REMOVE"]
+        assert plan.bytes == 250 * DIGEST_LINE and plan.problems == ()
         real = await mirror(client, sandbox, tmp_path, export, name="Dry")
         assert real.mirror is not None
-        assert (real.mirror["added"], real.mirror["removed"]) == (150, 100)
+        assert (real.mirror.added, real.mirror.removed) == (150, 100)
         assert members(sandbox, aid) == maid_digests(day1)
 
 
@@ -343,8 +345,8 @@ async def test_an_append_by_another_job_makes_the_snapshot_stale(
         again = await mirror(
             client, sandbox, tmp_path, write_export(tmp_path / "d1.txt", day0, 1), name="Shared"
         )
-        assert again.mirror is not None and again.mirror["mode"] == "replace"
-        assert "changed the audience since the snapshot" in again.mirror["reason"]
+        assert again.mirror is not None and again.mirror.mode == "replace"
+        assert "changed the audience since the snapshot" in again.mirror.reason
         assert members(sandbox, aid) == maid_digests(day0)
 
 
@@ -396,9 +398,9 @@ async def test_next_nights_export_supersedes_a_mirror_left_unfinished(
         write_export(export, day2, 2)
         night2 = await mirror(client, sandbox, tmp_path, export, name="Night")
         assert not night2.resumed and night2.audience_id == aid
-        assert night2.mirror is not None and night2.mirror["superseded_job"] == stale.id
-        assert night2.mirror["mode"] == "replace"
-        assert "changed the audience since the snapshot" in night2.mirror["reason"]
+        assert night2.mirror is not None and night2.mirror.superseded_job == stale.id
+        assert night2.mirror.mode == "replace"
+        assert "changed the audience since the snapshot" in night2.mirror.reason
         assert members(sandbox, aid) == maid_digests(day2)
         assert not stale_work.exists()
         with Journal(tmp_path / "state") as journal:
@@ -410,9 +412,9 @@ async def test_next_nights_export_supersedes_a_mirror_left_unfinished(
         night3 = await mirror(
             client, sandbox, tmp_path, write_export(export, day3, 3), name="Night"
         )
-        assert night3.mirror is not None and night3.mirror["mode"] == "diff"
-        assert "superseded_job" not in night3.mirror
-        assert (night3.mirror["added"], night3.mirror["removed"]) == (40, 0)
+        assert night3.mirror is not None and night3.mirror.mode == "diff"
+        assert night3.mirror.superseded_job is None
+        assert (night3.mirror.added, night3.mirror.removed) == (40, 0)
         assert members(sandbox, aid) == maid_digests(day3)
 
 
@@ -452,7 +454,7 @@ async def test_a_new_export_settles_a_create_of_unknown_outcome_before_supersedi
         assert night2.audience_id is not None
         if reached_tiktok:
             assert night2.audience_id == made[0]
-        assert night2.mirror is not None and night2.mirror["superseded_job"] == stale.id
+        assert night2.mirror is not None and night2.mirror.superseded_job == stale.id
         assert members(sandbox, night2.audience_id) == maid_digests(day2)
 
 
@@ -504,7 +506,7 @@ async def test_a_superseded_job_that_created_the_audience_keeps_mirroring_into_i
         day2 = maids(24, 1200)
         night2 = await mirror(client, sandbox, tmp_path, write_export(export, day2, 1), name="Kept")
         assert night2.audience_id == created
-        assert night2.mirror is not None and night2.mirror["mode"] == "replace"
+        assert night2.mirror is not None and night2.mirror.mode == "replace"
         assert len(sandbox.state.audiences) == 1
         assert members(sandbox, created) == maid_digests(day2)
 
@@ -529,9 +531,9 @@ async def test_an_unfinished_diff_is_planned_again_when_another_job_touched_the_
         # The unchanged export's rerun must not send its stale REMOVE: it plans again, against
         # the audience as the other job left it (a dry run shows that plan too).
         dry = await mirror(client, sandbox, tmp_path, export, name="X", dry_run=True)
-        assert dry.mirror is not None and dry.mirror["mode"] == "diff"
-        assert (dry.mirror["added"], dry.mirror["removed"]) == (len(day1), 1800)
+        assert dry.mirror is not None and dry.mirror.mode == "diff"
+        assert (dry.mirror.added, dry.mirror.removed) == (len(day1), 1800)
         again = await mirror(client, sandbox, tmp_path, export, name="X")
         assert not again.resumed and again.audience_id == aid
-        assert again.mirror is not None and "superseded_job" in again.mirror
+        assert again.mirror is not None and again.mirror.superseded_job is not None
         assert members(sandbox, aid) == maid_digests(day1)

@@ -328,3 +328,39 @@ def test_phones_without_an_international_prefix_can_be_handed_back() -> None:
     assert len(digests) == 32 * 5  # two digests and three slots left for Python
     assert digests[:32] == digests[3 * 32 : 4 * 32] == hashlib.sha256(b"447700900123").digest()
     assert sample == [(4, 1)]
+
+
+def test_counting_and_merging_a_group_go_through_the_same_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dry run's count of a merge group takes the merge's engine, and both engines agree."""
+    from asyncsync.pipeline import dedupe
+
+    assert native is not None
+    size, bits = 32, 4
+    raw = os.urandom(size * 3000)
+    sources = []
+    for i, blob in enumerate([raw[: size * 2000], raw[size * 1000 :]]):  # 1000 rows in both
+        path = tmp_path / f"chunk-{i}.bin"
+        counts = dedupe.spill_chunk(blob, size, bits, str(path))
+        sources.append(dedupe.MergeSource(str(path), 0, tuple(counts.tolist())))
+    calls: list[str] = []
+
+    def engine(name: str) -> object:
+        def pick(chosen: object = None) -> object:
+            calls.append(name)
+            return native if name == "native" else None
+
+        return pick
+
+    written: dict[str, bytes] = {}
+    for name in ("native", "python"):
+        monkeypatch.setattr(dedupe, "native_for", engine(name))
+        out = tmp_path / f"unique-{name}.bin"
+        assert dedupe.merge_group(sources, size, str(out)) == (4000, 3000)
+        del calls[:]
+        assert dedupe.count_group(sources, size) == (4000, 3000)
+        assert calls == [name]
+        written[name] = out.read_bytes()
+    assert written["native"] == written["python"]
+    assert len(written["native"]) == 3000 * size

@@ -16,7 +16,7 @@ import zstandard
 import asyncsync
 from asyncsync.errors import InputError, NoValidIdsError, StateError, UsageError
 from asyncsync.events import ChunkHashed, Event, PartWritten
-from asyncsync.pipeline import PartInfo, PrepareOptions, prepare, read_manifest
+from asyncsync.pipeline import PartInfo, PrepareOptions, count, prepare, read_manifest
 from asyncsync.rules.ids import Reject, hash_id, normalize
 
 ZERO = "00000000-0000-0000-0000-000000000000"
@@ -276,3 +276,65 @@ def test_fingerprint_names_only_what_changes_the_output() -> None:
     assert PrepareOptions(column="3").fingerprint()["column"] == 3
     assert PrepareOptions(max_file_bytes=1000).fingerprint() != a.fingerprint()
     assert os.cpu_count() is None or a.resolved_workers() == 1
+
+
+@pytest.mark.parametrize("max_file_bytes", [65 * 7, 20_000, 65 * 3000, 1_000_000])
+async def test_count_gives_prepares_counts_and_parts_and_writes_no_file(
+    tmp_path: Path, max_file_bytes: int
+) -> None:
+    lines = [*noisy_lines(3000), b"0612345678"]
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    opts = PrepareOptions(max_file_bytes=max_file_bytes, chunk_bytes=8192, merge_rows=700)
+    work = tmp_path / "work"
+    work.mkdir()
+    events: list[Event] = []
+
+    seen: set[str] = set()
+
+    def watch(event: Event) -> None:
+        events.append(event)
+        seen.update(p.name for p in work.rglob("*") if p.is_file())
+
+    counted = await count(src, work_dir=work, reporter=watch, options=opts)
+    assert not [e for e in events if isinstance(e, PartWritten)]
+    assert seen and all(name.startswith("chunk-") for name in seen), seen  # spill runs only
+    assert list(work.iterdir()) == []  # the spill is gone
+    written = await prepare(src, out_dir=tmp_path / "out", options=opts)
+    assert [(p.index, p.file, p.rows, p.bytes) for p in counted.parts] == [
+        (p.index, p.file, p.rows, p.bytes) for p in written.parts
+    ]
+    assert counted.bytes_written == written.bytes_written
+    for name in (
+        "calculate_type", "rows_read", "rows_valid", "rows_invalid", "rejected", "duplicates",
+        "rows_written", "rejected_sample", "national_phones",
+    ):  # fmt: skip
+        assert getattr(counted, name) == getattr(written, name), name
+
+
+async def test_count_spills_into_the_spill_dir_and_removes_it(tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"\n".join(noisy_lines(500)) + b"\n")
+    spill, work = tmp_path / "spill", tmp_path / "work"
+    spilled: list[list[Path]] = []
+
+    def watch(event: Event) -> None:
+        if isinstance(event, ChunkHashed):
+            spilled.append(list(spill.rglob("*")))
+
+    counted = await count(src, work_dir=work, reporter=watch, spill_dir=spill, chunk_bytes=4096)
+    assert counted.rows_written == 500
+    assert any(spilled) and list(spill.iterdir()) == []
+    assert not work.exists()
+
+
+async def test_count_of_already_hashed_input_uses_the_implied_digest(tmp_path: Path) -> None:
+    lines = [hashlib.md5(f"id{i}".encode()).hexdigest().encode() for i in range(400)]
+    src = tmp_path / "md5.txt"
+    src.write_bytes(b"\n".join([*lines, *lines[:50], b"zz"]) + b"\n")
+    opts = PrepareOptions(id_type="md5", max_file_bytes=33 * 150)
+    counted = await count(src, work_dir=tmp_path / "work", options=opts)
+    written = await prepare(src, out_dir=tmp_path / "out", options=opts)
+    assert counted.calculate_type == written.calculate_type
+    assert [(p.rows, p.bytes) for p in counted.parts] == [(p.rows, p.bytes) for p in written.parts]
+    assert (counted.rows_written, counted.duplicates) == (written.rows_written, 50) == (400, 50)

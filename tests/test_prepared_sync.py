@@ -203,7 +203,7 @@ async def test_a_dry_run_plans_the_delivery_and_leaves_the_directory_alone(
         real = await sync_audience(
             client, prepared=prepared.out_dir, name="dry", **options(tmp_path, sandbox)
         )
-    assert dry.plan is not None and dry.plan["parts"] == len(prepared.parts) == real.parts
+    assert dry.plan is not None and dry.plan.parts == len(prepared.parts) == real.parts
     assert dry.rows_written == real.rows_written == 1800
     assert {p.path: p.path.read_bytes() for p in prepared.parts} == before
 

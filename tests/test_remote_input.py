@@ -9,7 +9,6 @@ import hashlib
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -18,12 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers.api import ADVERTISER
 from helpers.ids import DIGEST_LINE
+from helpers.s3 import BUCKET, S3Server, credentials, free_port
 from helpers.sandbox import client_for, sync_options
 
 from asyncsync import sync_audience
@@ -32,65 +31,6 @@ from asyncsync.events import ChunkHashed, Event
 from asyncsync.pipeline import PrepareResult, prepare
 from asyncsync.pipeline.remote import RemoteObject, RemoteStream
 from asyncsync.sandbox import Sandbox
-
-BUCKET = "exports"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class S3Server:
-    """``python -m moto.server`` on a loopback port; ``kill()`` ends it like a crash."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            self.kill()
-            raise RuntimeError("the S3 server did not start")
-        try:
-            self.client().create_bucket(Bucket=BUCKET)
-        except BaseException:
-            self.kill()
-            raise
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-    def client(self) -> Any:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
-    def put(self, key: str, data: bytes) -> str:
-        self.client().put_object(Bucket=BUCKET, Key=key, Body=data)
-        return f"s3://{BUCKET}/{key}"
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +46,6 @@ def s3(s3_module: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     """The shared server, with the standard AWS variables pointing at it."""
     credentials(monkeypatch, s3_module)
     return s3_module
-
-
-def credentials(monkeypatch: pytest.MonkeyPatch, server: S3Server) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", server.url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
 def maid_lines(seed: int, n: int) -> bytes:

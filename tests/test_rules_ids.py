@@ -1,4 +1,4 @@
-"""The normalization rules of docs/tiktok-api.md ("Normalization"), each with its test vector."""
+"""The normalization rules of docs/normalization.md, each with its test vector."""
 
 import hashlib
 

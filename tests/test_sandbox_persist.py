@@ -4,6 +4,7 @@ the same tokens, files and audiences, an operation that was running included."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,29 @@ async def test_a_state_file_that_is_not_one_is_refused(tmp_path: Path) -> None:
         await sandbox.start()
     await sandbox.close()
     assert bad.read_text() == '{"format": "something else"}'  # a refused file is left alone
+
+
+async def test_a_state_file_with_the_fields_no_longer_kept_still_loads(tmp_path: Path) -> None:
+    """Earlier state files also hold a file's ``created``, an operation's ``result_size`` and
+    an audience's ``modify_time``, which nothing read; they load as before."""
+    state = tmp_path / "sandbox.json"
+    config = SandboxConfig(operation_seconds=0, seed=9)
+    async with Sandbox(config=config, state_file=state) as first:
+        token = first.issue_token(token="t")
+        async with TikTokClient(token, api_base=first.api_base, requests_per_second=None) as c:
+            export = write(tmp_path / "a.txt", "a", 1200)
+            a = await c.upload_file(ADVERTISER, export, "FIRST_SHA256")
+            audience_id = await c.create_audience(ADVERTISER, "Old", [a.file_path], "FIRST_SHA256")
+    doc = json.loads(state.read_text())
+    for f in doc["files"]:
+        f["created"] = 1.0
+    for aud in doc["audiences"]:
+        aud["modify_time"] = 1.0
+        for op in aud["history"]:
+            op["result_size"] = 1200
+            for f in op["files"]:
+                f["created"] = 1.0
+    state.write_text(json.dumps(doc))
+    async with Sandbox(config=config, state_file=state) as second:
+        assert len(second.members(audience_id)) == 1200
+        assert a.file_path in second.state.files

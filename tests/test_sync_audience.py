@@ -451,9 +451,9 @@ async def test_dry_run_sends_nothing_but_reads_and_leaves_no_progress(
         assert set(counts(sandbox)) <= READS
         assert planned.plan is not None
         plan = planned.plan
-        assert plan["parts"] == 10 and plan["uploads"] == 10
-        assert plan["calls"] == {"upload": 10, "create": 1, "append": 2}
-        assert plan["quota"]["operations_remaining"] == 24 and plan["problems"] == []
+        assert plan.parts == 10 and plan.uploads == 10
+        assert plan.calls == {"upload": 10, "create": 1, "append": 2}
+        assert plan.quota.operations_remaining == 24 and plan.problems == ()
         assert planned.rows_written == 2000 and planned.file_paths == ()
         db = sqlite3.connect(tmp_path / "state" / JOURNAL_FILENAME)
         assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
@@ -462,8 +462,8 @@ async def test_dry_run_sends_nothing_but_reads_and_leaves_no_progress(
         before = counts(sandbox)
         replanned = await sync_audience(client, export, name="plan", dry_run=True, **opts)
     assert not real.resumed and before[UPLOAD] == 10
-    assert replanned.plan is not None and replanned.plan["already_done"]
-    assert replanned.plan["uploads"] == 0 and replanned.plan["uploads_reused"] == 10
+    assert replanned.plan is not None and replanned.plan.already_done
+    assert replanned.plan.uploads == 0 and replanned.plan.uploads_reused == 10
     assert {k: v for k, v in counts(sandbox).items() if k not in READS} == {
         k: v for k, v in before.items() if k not in READS
     }

@@ -18,19 +18,29 @@ from asyncsync.cli.common import (
 from asyncsync.errors import UsageError
 from asyncsync.events import ChunkHashed, Event, PartWritten
 from asyncsync.pipeline import PrepareOptions, PrepareResult, prepare
+from asyncsync.pipeline.prepare import MANIFEST_NAME
+from asyncsync.pipeline.remote import display_name, is_remote
 from asyncsync.sample import KINDS, write_sample
 
 
-def summary(result: PrepareResult) -> dict[str, Any]:
-    """The ``--json`` summary of ``prepare``: the manifest's keys plus where it is."""
+def _where(result: PrepareResult, url: str | None) -> tuple[str, str]:
+    """(output directory, manifest) as shown: the URL for an output in object storage."""
+    if url is None:
+        return str(result.out_dir), str(result.manifest_path)
+    base = display_name(url).rstrip("/")
+    return base, f"{base}/{MANIFEST_NAME}"
+
+
+def summary(result: PrepareResult, url: str | None = None) -> dict[str, Any]:
+    """The ``--json`` summary of ``prepare``: the manifest's keys plus where it is (``url``:
+    the output's URL when it went to object storage)."""
     out = result.to_manifest()
-    out["out_dir"] = str(result.out_dir)
-    out["manifest"] = str(result.manifest_path)
+    out["out_dir"], out["manifest"] = _where(result, url)
     out["ids_per_s"] = round(result.rows_read / result.elapsed_s) if result.elapsed_s else None
     return out
 
 
-def _print_summary(result: PrepareResult) -> None:
+def _print_summary(result: PrepareResult, url: str | None = None) -> None:
     rate = result.rows_read / result.elapsed_s if result.elapsed_s else 0.0
     rejected = ", ".join(f"{k} {v:,}" for k, v in result.rejected.items())
     console.print(
@@ -42,7 +52,8 @@ def _print_summary(result: PrepareResult) -> None:
         f"parts {len(result.parts)} ({result.bytes_written:,} bytes, "
         f"{result.calculate_type.value})"
     )
-    console.print(f"elapsed {result.elapsed_s:.2f} s  {rate:,.0f} IDs/s  -> {result.manifest_path}")
+    manifest = _where(result, url)[1]
+    console.print(f"elapsed {result.elapsed_s:.2f} s  {rate:,.0f} IDs/s  -> {manifest}")
     for line in result.rejected_sample[:5]:
         console.print(f"  rejected: {line.input}:{line.line}: {line.reason}")
 
@@ -69,7 +80,8 @@ class _ProgressReporter:
     "--out-dir",
     required=True,
     type=click.Path(file_okay=False),
-    help="Directory for part-NNNNN.txt files and manifest.json (stale parts there are removed).",
+    help="Directory for part-NNNNN.txt files and manifest.json (stale parts there are removed); "
+    "with --dask, also an s3:// gs:// az:// URL.",
 )
 @prepare_options
 @click.option(
@@ -79,7 +91,8 @@ class _ProgressReporter:
     default=None,
     help="Run the hashing and dedupe on this Dask cluster (e.g. tcp://host:8786; needs the "
     "extra asyncsync[dask]). INPUT... may then be fsspec URLs and Parquet; -o must be a "
-    "directory every worker sees at the same path.",
+    "directory every worker sees at the same path, or an object storage URL such as "
+    "s3://bucket/prefix/ that the workers write the parts to.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @handle_errors
@@ -104,11 +117,17 @@ def prepare_command(
             inputs, out_dir, id_type, hash_algo, column, max_file_bytes, workers, dask_scheduler,
             default_country,
         )
+        url = out_dir if is_remote(out_dir) else None
         if as_json:
-            print_json(summary(result))
+            print_json(summary(result, url))
         else:
-            _print_summary(result)
+            _print_summary(result, url)
         return
+    if is_remote(out_dir):
+        raise UsageError(
+            f"-o {display_name(out_dir)}: an object storage output needs --dask (the local "
+            "prepare writes to a directory)"
+        )
     options = PrepareOptions(
         id_type=id_type,  # type: ignore[arg-type]
         hash_algo=hash_algo,  # type: ignore[arg-type]

@@ -269,7 +269,10 @@ def sync_command(
     _report_done(summary, members, as_json=as_json, sandbox=sandbox, dry_run=dry_run)
     if not as_json:
         print_phone_hint(
-            summary.get("calculate_type"), default_country, summary.get("rejected", {})
+            summary.get("calculate_type"),
+            default_country,
+            summary.get("rejected", {}),
+            summary.get("national_phones"),
         )
 
 

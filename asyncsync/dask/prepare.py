@@ -19,16 +19,29 @@ Four steps, all but the last on the cluster's workers:
 Parts are therefore byte-identical to the local ``prepare`` of the same input and options
 (names, bytes, MD5), and the manifest holds the same row counts.
 
-``out_dir`` must be a directory every worker and the client see at the same path (a shared
-file system); inputs may be local paths on that file system or fsspec URLs the workers can read.
+``out_dir`` is either a directory every worker and the client see at the same path (a shared
+file system), or a prefix in object storage (``s3://bucket/prefix/``, ``gs://``, ``az://``),
+written through fsspec with the credentials each process finds in its environment (none is in
+a task, a message or the manifest; a URL with user info or a query is refused). In object
+storage, object stores having no atomic rename, a worker streams each part (MD5 computed while
+writing) to a temporary object unique to its attempt, copies it to the part's name only once it
+is complete, and deletes the temporary: a reader never sees a partial part under its final name.
+The client removes what a killed attempt left (temporaries) and, last, writes ``manifest.json``
+with one PUT. The sorted runs of the ranges are objects under a hidden prefix of ``out_dir``
+(removed at the end; the next run removes what a crashed one left); the shuffle's spill stays on
+each worker's local disk. Inputs may be local paths on a shared file system or fsspec URLs the
+workers can read.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +65,7 @@ from asyncsync.dask.tasks import (
     piece_frame,
     piece_stats,
     run_name,
+    write_part_to_store,
     write_run,
 )
 from asyncsync.errors import AsyncSyncError, InputError, NoValidIdsError, OutputError, UsageError
@@ -71,6 +85,7 @@ from asyncsync.pipeline.prepare import (
     PrepareResult,
     RejectedLine,
 )
+from asyncsync.pipeline.remote import display_name, filesystem, is_remote
 from asyncsync.rules.hashing import REASONS
 from asyncsync.rules.limits import DEFAULT_MAX_FILE_BYTES, HashAlgo, IdType
 
@@ -273,6 +288,111 @@ def _clean_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
+class _LocalOut:
+    """``out_dir`` on a file system every worker and the client share at the same path."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.root = _clean_out_dir(out_dir)
+        self.shown = str(self.root)
+        try:
+            self.run_dir = tempfile.mkdtemp(prefix=SPILL_PREFIX + "dask-", dir=self.root)
+        except OSError as exc:
+            raise OutputError(
+                f"{self.root}: cannot write temporary files ({exc.strerror})"
+            ) from None
+
+    def submit_part(
+        self, client: Client, index: int, sources: list[PartSource], size: int, fsync: bool
+    ) -> Any:
+        return client.submit(write_part, index, sources, size, str(self.root), fsync, pure=False)
+
+    def write_manifest(self, result: PrepareResult) -> None:
+        write_json_atomic(result.manifest_path, result.to_manifest())
+
+    def remove_temporaries(self) -> None:
+        for path in self.root.glob(PART_GLOB + TMP_SUFFIX):
+            path.unlink(missing_ok=True)
+
+    def remove_runs(self) -> None:
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+class _StoreOut:
+    """``out_dir`` in object storage (``s3://bucket/prefix/``, ``gs://``, ``az://``): parts are
+    written by the workers through fsspec, the manifest by the client, last. The sorted runs of
+    the digest ranges go to a hidden prefix beside the parts (the worker writing a part reads
+    runs other workers wrote, and a restarted worker's local disk is gone), removed at the end;
+    the shuffle's own spill stays on each worker's local disk."""
+
+    @staticmethod
+    def check(url: str) -> str:
+        """``url`` without a trailing slash; ``UsageError`` if it carries user info or a query
+        (they may be credentials, which would then travel in every task)."""
+        shown = display_name(url).rstrip("/")
+        if shown != url.rstrip("/"):
+            raise UsageError(
+                f"{shown}: the out_dir URL carries user info or a query; give the store's "
+                "credentials through its standard places (environment, profile, role) instead"
+            )
+        return shown
+
+    def __init__(self, url: str) -> None:
+        self.shown = self.check(url)
+        self.url = url.rstrip("/")
+        self.fs, path = filesystem(self.url)
+        self.path = str(path).rstrip("/")
+        self.root = Path(self.path)
+        self.run_dir = f"{self.url}/{SPILL_PREFIX}dask-{uuid.uuid4().hex[:12]}"
+        try:
+            self._remove_left_overs(manifest=True)
+        except OSError as exc:
+            raise OutputError(f"{self.shown}: cannot write the output prefix ({exc})") from None
+
+    def _list(self) -> list[str]:
+        self.fs.invalidate_cache(self.path)
+        try:
+            return [str(p) for p in self.fs.ls(self.path, detail=False)]
+        except FileNotFoundError:
+            return []
+
+    def _remove_left_overs(self, *, manifest: bool, parts: bool = True) -> None:
+        """Remove the manifest first, then parts, temporaries and runs an earlier run left."""
+        if manifest:
+            try:
+                self.fs.rm_file(f"{self.path}/{MANIFEST_NAME}")
+            except FileNotFoundError:
+                pass
+        doomed = []
+        for key in self._list():
+            name = key.rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith("part-") and TMP_SUFFIX in name:
+                doomed.append(key)
+            elif parts and fnmatch.fnmatch(name, PART_GLOB):
+                doomed.append(key)
+            elif name.startswith(SPILL_PREFIX):
+                doomed.append(key)
+        for key in doomed:
+            self.fs.rm(key, recursive=True)
+
+    def submit_part(
+        self, client: Client, index: int, sources: list[PartSource], size: int, fsync: bool
+    ) -> Any:
+        return client.submit(write_part_to_store, index, sources, size, self.url, pure=False)
+
+    def write_manifest(self, result: PrepareResult) -> None:
+        data = json.dumps(result.to_manifest(), indent=2, sort_keys=True) + "\n"
+        self.fs.pipe_file(f"{self.path}/{MANIFEST_NAME}", data.encode())  # one PUT: whole
+
+    def remove_temporaries(self) -> None:
+        self._remove_left_overs(manifest=False, parts=False)
+
+    def remove_runs(self) -> None:
+        try:
+            self.fs.rm(self.run_dir, recursive=True)
+        except FileNotFoundError:
+            pass
+
+
 @dataclass(frozen=True, slots=True)
 class _Hashed:
     stats: list[PieceStats]
@@ -304,7 +424,7 @@ def _sample(plan: _Plan, stats: list[PieceStats], cap: int) -> tuple[RejectedLin
 
 
 def _part_plan(
-    runs: list[tuple[int, int, int]], run_dir: Path, per_part: int
+    runs: list[tuple[int, int, int]], run_dir: str, per_part: int
 ) -> list[list[PartSource]]:
     """Which rows of which run file each part holds: part ``k`` is rows ``[k*R, (k+1)*R)`` of
     the runs concatenated in range order."""
@@ -312,7 +432,7 @@ def _part_plan(
     total = 0
     for number, _, unique in runs:
         if unique:
-            spans.append((str(run_dir / run_name(number)), total, total + unique))
+            spans.append((f"{run_dir.rstrip('/')}/{run_name(number)}", total, total + unique))
             total += unique
     parts: list[list[PartSource]] = []
     for first in range(0, total, per_part):
@@ -370,7 +490,11 @@ def prepare(
     ``column``, ``id_type``, ``hash`` (implied by already hashed input when None),
     ``max_file_bytes`` and ``default_country`` mean what they mean for the local
     :func:`asyncsync.prepare`. ``client``: a ``distributed.Client``, a scheduler address, or
-    None for the current default client.
+    None for the current default client. ``out_dir``: a directory the client and every worker
+    see at the same path, or an object storage URL (``s3://bucket/prefix/``, ``gs://``,
+    ``az://``; see the module's notes); for a URL, the result's ``out_dir``, ``manifest_path``
+    and parts' ``path`` are the objects' paths within the store (``bucket/prefix/...``), not
+    local files.
 
     Tuning (none changes the output): ``ranges`` digest ranges after the shuffle (default: the
     larger of the worker count and an upper bound of the valid rows over ``range_rows``; the
@@ -419,7 +543,7 @@ def prepare(
     dask_client, owned = _client(client)
     try:
         return _prepare(
-            inputs, Path(out_dir), opts, dask_client, ranges, range_rows, chunk_bytes,
+            inputs, os.fspath(out_dir), opts, dask_client, ranges, range_rows, chunk_bytes,
             shuffle_method, fsync, started,
         )
     finally:
@@ -429,7 +553,7 @@ def prepare(
 
 def _prepare(
     inputs: Any,
-    out_dir: Path,
+    out_dir: str,
     opts: PrepareOptions,
     client: Client,
     ranges: int | None,
@@ -446,6 +570,8 @@ def _prepare(
         sample_cap=opts.sample_cap,
         default_country=opts.default_country,
     )
+    if is_remote(out_dir):
+        _StoreOut.check(out_dir)
     if _is_dataframe(inputs):
         column = _column_of(inputs, opts.column)
         pieces = _frame_pieces(column, 0, "dataframe", settings, 0)
@@ -461,27 +587,29 @@ def _prepare(
         raise NoValidIdsError(f"{', '.join(plan.names) or 'input'}: no valid ID in 0 lines")
     workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
     n_ranges = ranges or _ranges_for(plan, range_rows, workers)
-    root = _clean_out_dir(out_dir)
+    out: _LocalOut | _StoreOut = (
+        _StoreOut(out_dir) if is_remote(out_dir) else _LocalOut(Path(out_dir))
+    )
     try:
-        run_dir = Path(tempfile.mkdtemp(prefix=SPILL_PREFIX + "dask-", dir=root))
-    except OSError as exc:
-        raise OutputError(f"{root}: cannot write temporary files ({exc.strerror})") from None
-    try:
-        return _run(plan, root, run_dir, opts, client, n_ranges, shuffle_method, fsync, started)
+        return _run(plan, out, opts, client, n_ranges, shuffle_method, fsync, started)
     except BaseException as exc:
-        for path in root.glob(PART_GLOB + TMP_SUFFIX):
-            path.unlink(missing_ok=True)
+        try:
+            out.remove_temporaries()
+        except Exception:  # the original error says more than a failed clean-up
+            pass
         if isinstance(exc, OSError) and not isinstance(exc, AsyncSyncError):
-            raise OutputError(f"{root}: cannot write ({exc.strerror or exc})") from exc
+            raise OutputError(f"{out.shown}: cannot write ({exc.strerror or exc})") from exc
         raise
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        try:
+            out.remove_runs()
+        except Exception:  # left under a hidden prefix; the next run into out_dir removes it
+            pass
 
 
 def _run(
     plan: _Plan,
-    root: Path,
-    run_dir: Path,
+    out: _LocalOut | _StoreOut,
     opts: PrepareOptions,
     client: Client,
     n_ranges: int,
@@ -501,7 +629,7 @@ def _run(
     )
     runs = shuffled.map_partitions(
         write_run,
-        str(run_dir),
+        out.run_dir,
         size,
         meta={"range": "int64", "rows": "int64", "unique": "int64"},
         align_dataframes=False,
@@ -525,16 +653,16 @@ def _run(
     if loaded != rows_valid:  # a lost or doubled digest would show here
         raise AsyncSyncError(f"shuffle lost digests: {loaded} arrived of {rows_valid} hashed")
     per_part = rows_per_part(opts.max_file_bytes, size)
-    plan_parts = _part_plan(hashed.runs, run_dir, per_part)
+    plan_parts = _part_plan(hashed.runs, out.run_dir, per_part)
     futures = [
-        client.submit(write_part, i, sources, size, str(root), fsync, pure=False)
+        out.submit_part(client, i, sources, size, fsync)
         for i, sources in enumerate(plan_parts, start=1)
     ]
     parts: list[PartInfo] = client.gather(futures)
     unique = sum(p.rows for p in parts)
     result = PrepareResult(
-        out_dir=root,
-        manifest_path=root / MANIFEST_NAME,
+        out_dir=out.root,
+        manifest_path=out.root / MANIFEST_NAME,
         calculate_type=opts.calculate_type,
         parts=tuple(parts),
         rows_read=rows_read,
@@ -549,8 +677,14 @@ def _run(
         inputs=tuple(plan.names),
         options=opts.fingerprint(),
     )
+    out.remove_temporaries()  # those of an attempt killed while writing a part
     try:
-        write_json_atomic(result.manifest_path, result.to_manifest())
+        out.remove_runs()
+    except OSError:  # left under a hidden prefix; the next run into out_dir removes it
+        pass
+    try:  # last: a manifest means every part it lists is complete
+        out.write_manifest(result)
     except OSError as exc:
-        raise OutputError(f"{result.manifest_path}: cannot write ({exc.strerror or exc})") from None
+        where = f"{out.shown}/{MANIFEST_NAME}"
+        raise OutputError(f"{where}: cannot write ({exc.strerror or exc})") from None
     return result

@@ -14,7 +14,9 @@ cross Dask's shuffle without a Python object per row.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -25,6 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from asyncsync.pipeline.dedupe import sort_unique
+from asyncsync.pipeline.parts import PartInfo, PartSource, part_lines, part_name
+from asyncsync.pipeline.remote import filesystem, is_remote
 from asyncsync.pipeline.source import BOM
 from asyncsync.rules.hashing import ChunkHashes, hash_chunk, hash_values
 from asyncsync.rules.limits import HashAlgo, IdType
@@ -42,6 +46,7 @@ __all__ = [
     "piece_frame",
     "piece_stats",
     "run_name",
+    "write_part_to_store",
     "write_run",
 ]
 
@@ -213,11 +218,77 @@ def write_run(
     number = int(partition_info["number"])
     rows = _frame_digests(frame, digest_size)
     unique = sort_unique(rows)
-    final = Path(run_dir) / run_name(number)
-    tmp = final.with_name(f"{final.name}.{os.getpid()}{TMP_SUFFIX}")
-    with open(tmp, "wb") as f:
-        f.write(np.ascontiguousarray(unique).data)
-    os.replace(tmp, final)
+    if is_remote(run_dir):
+        # One PUT: the object appears whole or not at all; a retry puts the same bytes again.
+        fs, path = filesystem(run_dir)
+        data = np.ascontiguousarray(unique).tobytes()
+        fs.pipe_file(f"{path.rstrip('/')}/{run_name(number)}", data)
+    else:
+        final = Path(run_dir) / run_name(number)
+        tmp = final.with_name(f"{final.name}.{os.getpid()}{TMP_SUFFIX}")
+        with open(tmp, "wb") as f:
+            f.write(np.ascontiguousarray(unique).data)
+        os.replace(tmp, final)
     return pd.DataFrame(
         {"range": [number], "rows": [len(rows)], "unique": [len(unique)]}, dtype=np.int64
+    )
+
+
+STORE_BLOCK_BYTES: Final = 8 * 1024 * 1024
+"""Bytes of a part buffered before they go to the store (one part of a multipart upload)."""
+
+
+def write_part_to_store(
+    index: int, sources: list[PartSource], digest_size: int, out_url: str
+) -> PartInfo:
+    """Write part ``index`` into object storage at ``out_url`` (worker side), streamed.
+
+    The lines go, MD5 computed while they are written, to a temporary object whose name is
+    unique to this attempt (``part-NNNNN.txt.tmp-<hex>``); only once it is complete is it
+    copied to ``part-NNNNN.txt`` (a server-side copy: the final object appears whole) and the
+    temporary deleted. A retried attempt writes the same bytes under its own temporary; the
+    client removes every temporary left by a killed attempt at the end of the run. ``sources``
+    are run objects of the same store (or local files, for a shared ``run_dir``). Credentials
+    come from the worker's environment, as for remote inputs; none is in the task.
+    """
+    fs, root = filesystem(out_url)
+    root = root.rstrip("/")
+    name = part_name(index)
+    final = f"{root}/{name}"
+    tmp = f"{final}{TMP_SUFFIX}-{uuid.uuid4().hex}"
+
+    def open_source(path: str) -> Any:
+        if is_remote(path):
+            src_fs, src_path = filesystem(path)
+            return src_fs.open(src_path, "rb", block_size=STORE_BLOCK_BYTES)
+        return open(path, "rb")
+
+    md5 = hashlib.md5()
+    written = rows = 0
+    out = fs.open(tmp, "wb", block_size=STORE_BLOCK_BYTES)
+    try:
+        for lines, n in part_lines(sources, digest_size, open_source):
+            md5.update(lines)
+            out.write(lines)
+            written += n * (2 * digest_size + 1)
+            rows += n
+        out.close()  # completes the upload: only now does the temporary object exist
+    except BaseException:
+        try:  # abort a multipart upload; never complete a partial temporary on the way out
+            out.discard()
+            out.closed = True
+        except Exception:
+            pass
+        raise
+    try:
+        fs.copy(tmp, final)
+    finally:
+        fs.rm_file(tmp)
+    return PartInfo(
+        index=index,
+        file=name,
+        path=Path(final),
+        bytes=written,
+        rows=rows,
+        md5=md5.hexdigest(),
     )

@@ -19,7 +19,15 @@ from typing import Any
 from asyncsync.errors import UsageError
 from asyncsync.events import Reporter, null_reporter
 from asyncsync.jobs.mirror.strategy import MirrorStrategy
-from asyncsync.jobs.result import SyncResult
+from asyncsync.jobs.result import (
+    MirrorCounts,
+    MirrorSummary,
+    OperationSummary,
+    Pending,
+    PlanSummary,
+    QuotaSummary,
+    SyncResult,
+)
 from asyncsync.jobs.runner import JobRun, as_inputs, default_state_dir
 from asyncsync.jobs.source import DeliveredParts, PartSource, PreparedInputs
 from asyncsync.jobs.spec import (
@@ -39,7 +47,17 @@ from asyncsync.store.journal import Journal
 from asyncsync.store.snapshots import SnapshotStore
 from asyncsync.tiktok.client import TikTokClient
 
-__all__ = ["SyncResult", "default_state_dir", "sync_audience"]
+__all__ = [
+    "MirrorCounts",
+    "MirrorSummary",
+    "OperationSummary",
+    "Pending",
+    "PlanSummary",
+    "QuotaSummary",
+    "SyncResult",
+    "default_state_dir",
+    "sync_audience",
+]
 
 
 async def sync_audience(
@@ -113,7 +131,11 @@ async def sync_audience(
     refusals, the same checks of TikTok's state, the same plan) and returns a result whose
     ``plan`` lists the parts, bytes, calls and quota use, and the ``problems`` the real run
     would stop on; it sends nothing but get/list calls and records nothing in the journal.
-    Parts are counted, not kept: each is deleted as soon as prepare finishes it.
+    No part file is written: the input is counted (:func:`asyncsync.pipeline.count`; its
+    dedupe spills 32 bytes a valid SHA256 ID into ``state_dir/work``, removed when it returns)
+    and the parts are planned from the unique count. A mirror's dry run also keeps the
+    export's sorted digests (32 bytes a unique SHA256 ID, in ``state_dir/work``, removed when it
+    returns) to diff them against the snapshot.
 
     Raises :class:`UsageError` for bad arguments or a plan TikTok would refuse (400 audiences,
     the 1,000-member floor), :class:`InputError` for unusable input, :class:`StateError` for an

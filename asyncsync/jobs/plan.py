@@ -9,10 +9,11 @@ import calendar
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from asyncsync.errors import UsageError
+from asyncsync.jobs.result import MirrorCounts, OperationSummary, PlanSummary, QuotaSummary
 from asyncsync.jobs.spec import JobAction
 from asyncsync.rules.limits import (
     DAILY_FILE_OPERATIONS_PER_AUDIENCE,
@@ -57,9 +58,15 @@ class Step:
         """The update's TikTok action (an update step only)."""
         return Action(self.kind.value)
 
+    def summary(self) -> OperationSummary:
+        """The step as a plan or a pause lists it."""
+        return OperationSummary(
+            batch=self.index, action=self.kind.value, file_paths=len(self.parts)
+        )
+
     def describe(self) -> dict[str, Any]:
         """The step as the JSON summary lists it."""
-        return {"batch": self.index, "action": self.kind.value, "file_paths": len(self.parts)}
+        return self.summary().to_json()
 
 
 _KINDS: Final = {
@@ -175,17 +182,17 @@ class QuotaUse:
             return f"{DAILY_REPLACES_PER_AUDIENCE} REPLACE"
         return None
 
-    def report(self, needed: int, *, fits: bool | None = None) -> dict[str, Any]:
+    def report(self, needed: int, *, fits: bool | None = None) -> QuotaSummary:
         """The ``quota`` block of a plan: today's use and whether ``needed`` operations fit."""
-        return {
-            "day": iso_utc(self.day_start)[:10],
-            "operations_used": self.operations,
-            "operations_remaining": self.operations_left,
-            "replaces_used": self.replaces,
-            "replaces_remaining": self.replaces_left,
-            "operations_needed": needed,
-            "fits_today": needed <= self.operations_left if fits is None else fits,
-        }
+        return QuotaSummary(
+            day=iso_utc(self.day_start)[:10],
+            operations_used=self.operations,
+            operations_remaining=self.operations_left,
+            replaces_used=self.replaces,
+            replaces_remaining=self.replaces_left,
+            operations_needed=needed,
+            fits_today=needed <= self.operations_left if fits is None else fits,
+        )
 
 
 def quota_use(
@@ -220,31 +227,35 @@ class PlanReport:
     quota: QuotaUse
     problems: tuple[str, ...]
     already_done: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    """Strategy-specific keys (the mirror's mode, reason and counts, the audience's size)."""
+    mirror: MirrorCounts | None = None
+    """A mirror's mode, reason and counts."""
+    cover_num: int | None = None
+    """A mirror's audience size as TikTok shows it (None: no audience yet)."""
 
-    def to_json(self) -> dict[str, Any]:
+    def summary(self) -> PlanSummary:
+        """The plan as ``SyncResult.plan`` reports it."""
         steps = () if self.already_done else self.steps
         calls: dict[str, int] = {} if self.already_done else {"upload": self.uploads}
         for s in steps:
             key = s.kind.value.lower()
             calls[key] = calls.get(key, 0) + 1
-        return {
-            **self.extra,
-            "already_done": self.already_done,
-            "audience_id": self.audience_id,
-            "parts": self.parts,
-            "bytes": self.bytes,
-            "uploads": 0 if self.already_done else self.uploads,
-            "uploads_reused": self.uploads_reused,
-            "calls": calls,
-            "operations": [s.describe() for s in steps],
-            "resumes_job": None if self.resumes_job is None else str(self.resumes_job),
-            "quota": self.quota.report(
+        return PlanSummary(
+            already_done=self.already_done,
+            audience_id=self.audience_id,
+            parts=self.parts,
+            bytes=self.bytes,
+            uploads=0 if self.already_done else self.uploads,
+            uploads_reused=self.uploads_reused,
+            calls=calls,
+            operations=tuple(s.summary() for s in steps),
+            resumes_job=None if self.resumes_job is None else str(self.resumes_job),
+            quota=self.quota.report(
                 sum(1 for s in steps if s.is_update), fits=True if self.already_done else None
             ),
-            "problems": list(self.problems),
-        }
+            problems=self.problems,
+            mirror=self.mirror,
+            cover_num=self.cover_num,
+        )
 
 
 # -- times -----------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from asyncsync.errors import (
 from asyncsync.events import AudienceOperation, OperationWaiting, Reporter, StageChanged
 from asyncsync.jobs.plan import QuotaUse, Step, epoch_of, iso_utc, quota_use
 from asyncsync.jobs.reconcile import Reconciler, get_audience
-from asyncsync.jobs.result import SyncResult
+from asyncsync.jobs.result import Pending, SyncResult
 from asyncsync.jobs.source import PartSource
 from asyncsync.jobs.spec import JobSpec, RunSettings, describe_change, inputs_changed
 from asyncsync.jobs.strategy import JobStrategy
@@ -191,6 +191,7 @@ class JobRun:
             "rejected": {str(k): int(v) for k, v in dict(result.rejected).items()},
             "duplicates": result.duplicates,
             "rows_written": result.rows_written,
+            "national_phones": result.national_phones,
             **extra,
         }
         self.journal.set_prepared(
@@ -378,12 +379,13 @@ class JobRun:
             rejected={str(k): int(v) for k, v in dict(result.rejected).items()},
             duplicates=result.duplicates,
             rows_written=result.rows_written,
+            national_phones=result.national_phones,
             bytes_uploaded=stats.bytes_uploaded - self.stats0[2],
             api_calls=stats.api_calls - self.stats0[0],
             retries=stats.retries - self.stats0[1],
             elapsed_s=round(time.monotonic() - self.started, 3),
             resumed=False,
-            plan=report.to_json(),
+            plan=report.summary(),
             job_id=None,
             **self.strategy.dry_result_extras(self, report),
         )
@@ -405,13 +407,14 @@ class JobRun:
             rejected=dict(summary.get("rejected", {})),
             duplicates=int(summary.get("duplicates", 0)),
             rows_written=int(summary.get("rows_written", 0)),
+            national_phones=summary.get("national_phones"),
             bytes_uploaded=stats.bytes_uploaded - self.stats0[2],
             api_calls=stats.api_calls - self.stats0[0],
             retries=stats.retries - self.stats0[1],
             elapsed_s=round(time.monotonic() - self.started, 3),
             resumed=self.resumed,
             paused=paused,
-            pending=pending or {},
+            pending=Pending.from_json(pending) if pending else None,
             job_id=str(job.id),
             **self.strategy.result_extras(self),
         )

@@ -17,13 +17,13 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from asyncsync.errors import UsageError
+from asyncsync.errors import UsageError, as_sync_error, first_error
 from asyncsync.events import JobNotice, PartUploaded
 from asyncsync.jobs.plan import PlanReport, Step, build_steps, floor_problem
 from asyncsync.jobs.spec import JobAction
-from asyncsync.jobs.uploads import PartUpload, first_error
+from asyncsync.jobs.uploads import PartUpload
 from asyncsync.pipeline.parts import PartInfo
-from asyncsync.pipeline.prepare import PrepareResult
+from asyncsync.pipeline.prepare import PrepareCount, PrepareResult
 from asyncsync.rules.limits import DAILY_FILE_OPERATIONS_PER_AUDIENCE
 from asyncsync.store.journal import JobRow, JobStatus
 
@@ -84,7 +84,7 @@ class JobStrategy(Protocol):
         audience_id: str | None,
         cover_num: int | None,
         problems: list[str],
-    ) -> tuple[PrepareResult, PlanReport]:
+    ) -> tuple[PrepareCount | PrepareResult, PlanReport]:
         """The dry run's plan: what a real run continuing ``job`` (None: a new job) on
         ``audience_id`` would send. ``problems`` holds what the run's checks found so far."""
         ...
@@ -149,7 +149,7 @@ class DirectStrategy:
                 producer = tg.create_task(produce())
                 tg.create_task(run.uploader().upload(handed_over()))
         except BaseExceptionGroup as group:
-            raise first_error(group) from group
+            raise as_sync_error(first_error(group)) from group
         result = producer.result()
         run.journal.truncate_parts(job.id, max((p.index for p in result.parts), default=0))
         run.record_prepared(result, len(result.parts))
@@ -217,15 +217,20 @@ class DirectStrategy:
         audience_id: str | None,
         cover_num: int | None,
         problems: list[str],
-    ) -> tuple[PrepareResult, PlanReport]:
-        result = await run.source.count(reporter=run.reporter)
+    ) -> tuple[PrepareCount | PrepareResult, PlanReport]:
+        result = await count_parts(run)
         parts = result.parts
         journaled = run.journal.parts(job.id) if job is not None else {}
+        # A continued job has this call's fingerprint, so prepare would write the same parts
+        # (its output depends only on the input and the fingerprinted options): a journaled
+        # part of the same index, rows and bytes (and MD5, when the source has it: a prepared
+        # directory) with a file_path is not uploaded again.
         reused = sum(
             1
             for p in parts
             if (row := journaled.get(p.index)) is not None
-            and row.md5 == p.md5
+            and (row.rows, row.bytes) == (p.rows, p.bytes)
+            and (not isinstance(p, PartInfo) or row.md5 == p.md5)  # a delivered part's MD5
             and row.file_path is not None
         )
         steps = build_steps(self.action, [p.index for p in parts], run.settings.paths_per_call)
@@ -250,3 +255,13 @@ class DirectStrategy:
 
     def dry_result_extras(self, run: JobRun, report: PlanReport) -> dict[str, Any]:
         return {}
+
+
+async def count_parts(run: JobRun) -> PrepareCount | PrepareResult:
+    """Count the job's parts for a dry run through its source (:meth:`PartSource.count
+    <asyncsync.jobs.source.PartSource.count>`): the counts and part sizes a real run would see,
+    without writing a part file. A counting pass spills into the state directory's ``work/``
+    (as the real run's parts do), never into ``$TMPDIR``."""
+    work = run.journal.state_dir / "work"
+    await asyncio.to_thread(work.mkdir, mode=0o700, parents=True, exist_ok=True)
+    return await run.source.count(work, reporter=run.reporter)

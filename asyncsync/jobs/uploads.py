@@ -9,16 +9,16 @@ on disk) or an async iterable (parts handed over by prepare while later ones are
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from asyncsync.errors import AsyncSyncError
+from asyncsync.errors import as_sync_error, first_error
 from asyncsync.events import PartUploaded, Reporter, StageChanged
 from asyncsync.store.journal import Journal
 from asyncsync.tiktok.client import TikTokClient
 
-__all__ = ["PartUpload", "Uploader", "first_error"]
+__all__ = ["PartUpload", "Uploader"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,24 +28,6 @@ class PartUpload:
     index: int
     path: Path
     md5: str
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
-
-
-def first_error(group: BaseExceptionGroup[BaseException]) -> AsyncSyncError:
-    """The error a failed task group reaches the caller as: its first AsyncSyncError."""
-    leaves = list(_leaves(group))
-    for exc in leaves:
-        if isinstance(exc, AsyncSyncError):
-            return exc
-    first = leaves[0] if leaves else group
-    return AsyncSyncError(f"sync failed: {type(first).__name__}: {first}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,7 +53,7 @@ class Uploader:
                     await sem.acquire()
                     tg.create_task(self._one(part, sem))
         except BaseExceptionGroup as group:
-            raise first_error(group) from group
+            raise as_sync_error(first_error(group)) from group
         self.reporter(StageChanged(stage="upload", started=False))
 
     async def _one(self, part: PartUpload, sem: asyncio.Semaphore) -> None:

@@ -1,13 +1,16 @@
-"""The prepare pipeline: read, normalize + hash (process pool), dedupe, write capped parts."""
+"""The prepare pipeline: read, normalize + hash (process pool), dedupe, write capped parts
+(or, for a dry run, only count them)."""
 
 from __future__ import annotations
 
 from asyncsync.pipeline.parts import PartInfo
 from asyncsync.pipeline.prepare import (
     MANIFEST_NAME,
+    PrepareCount,
     PrepareOptions,
     PrepareResult,
     RejectedLine,
+    count,
     prepare,
     read_manifest,
 )
@@ -15,9 +18,11 @@ from asyncsync.pipeline.prepare import (
 __all__ = [
     "MANIFEST_NAME",
     "PartInfo",
+    "PrepareCount",
     "PrepareOptions",
     "PrepareResult",
     "RejectedLine",
+    "count",
     "prepare",
     "read_manifest",
 ]

@@ -28,6 +28,7 @@ from asyncsync.rules.engine import native_for
 __all__ = [
     "MergeSource",
     "bucket_counts_to_offsets",
+    "count_group",
     "merge_group",
     "plan_groups",
     "sort_unique",
@@ -123,13 +124,9 @@ class MergeSource:
     counts: tuple[int, ...]
 
 
-def merge_group(sources: Sequence[MergeSource], size: int, out_path: str) -> tuple[int, int]:
-    """Load ``sources``, sort and dedupe them, write the unique digests to ``out_path``.
-
-    The rows are laid out bucket after bucket as they are read (one ``preadv`` per spill
-    file), so the sort's gather stays within one bucket's few hundred KiB at a time.
-    Returns (rows loaded, unique rows written).
-    """
+def _load_group(sources: Sequence[MergeSource], size: int) -> bytearray:
+    """The rows of a group, laid out bucket after bucket as they are read (one ``preadv``
+    per spill file), so the sort's gather stays within one bucket's few hundred KiB at a time."""
     matrix = np.array([s.counts for s in sources], dtype=np.int64).reshape(len(sources), -1)
     per_bucket = matrix.sum(axis=0)
     bucket_start = np.concatenate(([0], np.cumsum(per_bucket)[:-1]))
@@ -153,14 +150,35 @@ def merge_group(sources: Sequence[MergeSource], size: int, out_path: str) -> tup
             os.close(fd)
         if got != want:
             raise OSError(f"{src.path}: spill file shorter than expected")
+    return buf
+
+
+def _sort_unique_group(sources: Sequence[MergeSource], size: int) -> tuple[int, memoryview]:
+    """Load ``sources`` and sort and dedupe them: (rows loaded, the unique digests' bytes).
+
+    The one engine dispatch of the merge and the count, so both see the same unique rows."""
+    buf = _load_group(sources, size)
+    total = len(buf) // size
     native = native_for()
-    if native is not None:  # the same bytes, by a distribution sort in C
-        kept = native.sort_unique(buf, size)
-        with open(out_path, "wb") as f:
-            f.write(view[: kept * size])
-        return total, int(kept)
-    rows = np.frombuffer(buf, dtype=np.uint8).reshape(-1, size)
-    unique = sort_unique(rows)
+    if native is not None:  # the same bytes, by a distribution sort in C, in place
+        kept = int(native.sort_unique(buf, size))
+        return total, memoryview(buf)[: kept * size]
+    unique = sort_unique(np.frombuffer(buf, dtype=np.uint8).reshape(-1, size))
+    return total, memoryview(unique.data).cast("B")
+
+
+def merge_group(sources: Sequence[MergeSource], size: int, out_path: str) -> tuple[int, int]:
+    """Load ``sources``, sort and dedupe them, write the unique digests to ``out_path``.
+
+    Returns (rows loaded, unique rows written).
+    """
+    total, unique = _sort_unique_group(sources, size)
     with open(out_path, "wb") as f:
-        f.write(unique.data)
-    return len(rows), len(unique)
+        f.write(unique)
+    return total, len(unique) // size
+
+
+def count_group(sources: Sequence[MergeSource], size: int) -> tuple[int, int]:
+    """Load ``sources`` and count them: (rows loaded, unique rows). Writes nothing."""
+    total, unique = _sort_unique_group(sources, size)
+    return total, len(unique) // size

@@ -12,7 +12,13 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from asyncsync.pipeline.parquet import ColumnJob, ParquetInput, dataset_files, is_parquet
+from asyncsync.pipeline.parquet import (
+    ColumnJob,
+    ParquetInput,
+    RowGroupJob,
+    dataset_files,
+    is_parquet,
+)
 from asyncsync.pipeline.remote import RemoteObject, is_remote
 
 __all__ = ["External", "column_jobs", "external_input", "input_identity", "is_external"]
@@ -41,19 +47,38 @@ def external_input(name: str, column: str | int | None) -> External | None:
 
 async def column_jobs(
     dataset: ParquetInput, input_index: int, first_seq: int, chunk_bytes: int
-) -> AsyncGenerator[ColumnJob, None]:
-    """The dataset's batches as pool jobs numbered from ``first_seq`` (reads on a thread)."""
-    batches = dataset.batches(chunk_bytes)
-    done = object()
+) -> AsyncGenerator[ColumnJob | RowGroupJob, None]:
+    """The dataset's values as pool jobs numbered from ``first_seq``, file after file: a local
+    file's row groups as :class:`RowGroupJob` (the workers read them), other files' batches,
+    read here on a thread, as :class:`ColumnJob`."""
     seq, rows = first_seq, 0
-    try:
-        while (arrays := await asyncio.to_thread(next, batches, done)) is not done:
-            assert isinstance(arrays, tuple)
-            yield ColumnJob(seq, input_index, dataset.name, rows, arrays)
-            rows += sum(len(a) for a in arrays)
+    streamed: list[Any] = []  # consecutive files the parent reads
+    files = list(dataset.files)
+    for i, f in enumerate(files):
+        plan = await asyncio.to_thread(dataset.row_group_plan, f, chunk_bytes)
+        if plan is None:
+            streamed.append(f)
+            if i + 1 < len(files):
+                continue
+        if streamed:
+            batches = dataset.batches(chunk_bytes, streamed)
+            streamed = []
+            done = object()
+            try:
+                while (arrays := await asyncio.to_thread(next, batches, done)) is not done:
+                    assert isinstance(arrays, tuple)
+                    yield ColumnJob(seq, input_index, dataset.name, rows, arrays)
+                    rows += sum(len(a) for a in arrays)
+                    seq += 1
+            finally:
+                await asyncio.to_thread(batches.close)
+        for groups, group_rows in plan or ():
+            assert f.local is not None
+            yield RowGroupJob(
+                seq, input_index, dataset.name, rows, f.name, f.local, dataset.column, groups
+            )
+            rows += group_rows
             seq += 1
-    finally:
-        await asyncio.to_thread(batches.close)
 
 
 def input_identity(name: str) -> dict[str, Any]:

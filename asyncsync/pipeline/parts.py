@@ -13,10 +13,10 @@ import binascii
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 
@@ -26,7 +26,10 @@ __all__ = [
     "PART_GLOB",
     "PartInfo",
     "PartSource",
+    "PlannedPart",
+    "part_lines",
     "part_name",
+    "plan_parts",
     "rows_per_part",
     "write_json_atomic",
     "write_part",
@@ -74,6 +77,32 @@ def rows_per_part(max_file_bytes: int, digest_size: int) -> int:
     return max_file_bytes // (2 * digest_size + 1)
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedPart:
+    """A part as :func:`plan_parts` foresees it: what :func:`write_part` would write, without
+    its MD5 (which only the bytes give)."""
+
+    index: int
+    file: str
+    rows: int
+    bytes: int
+
+
+def plan_parts(unique_rows: int, max_file_bytes: int, digest_size: int) -> tuple[PlannedPart, ...]:
+    """The parts ``unique_rows`` sorted unique digests are cut into: every line has the same
+    width, so part ``k`` holds rows ``[k*R, (k+1)*R)`` (R = :func:`rows_per_part`) and its size
+    is its rows times the line width."""
+    per_part = rows_per_part(max_file_bytes, digest_size)
+    if per_part < 1:
+        raise ValueError(f"max_file_bytes {max_file_bytes} holds no {2 * digest_size}-hex line")
+    line = 2 * digest_size + 1
+    return tuple(
+        PlannedPart(index=k, file=part_name(k), rows=rows, bytes=rows * line)
+        for k, first in enumerate(range(0, unique_rows, per_part), start=1)
+        for rows in (min(per_part, unique_rows - first),)
+    )
+
+
 def write_part(
     index: int,
     sources: Sequence[PartSource],
@@ -87,29 +116,17 @@ def write_part(
     Memory: about 4 x 2**13 x digest_size bytes, whatever the part size. ``engine``: who
     hex-encodes (default: the active engine); the bytes are the same.
     """
-    native = native_for(engine)
     name = part_name(index)
     final = Path(out_dir) / name
     tmp = final.with_name(name + TMP_SUFFIX)
     md5 = hashlib.md5()
-    width = 2 * digest_size
     written = rows = 0
     with open(tmp, "wb") as out:
-        for src in sources:
-            with open(src.path, "rb") as f:
-                for first in range(src.first, src.last, _SLICE_ROWS):
-                    n = min(_SLICE_ROWS, src.last - first)
-                    f.seek(first * digest_size)
-                    raw = f.read(n * digest_size)
-                    if len(raw) != n * digest_size:
-                        raise OSError(f"{src.path}: merged digests shorter than expected")
-                    lines = _hex_lines(raw, n, width) if native is None else native.hex_lines(
-                        raw, digest_size
-                    )
-                    md5.update(lines)
-                    out.write(lines)
-                    written += n * (width + 1)
-                    rows += n
+        for lines, n in part_lines(sources, digest_size, _open_local, engine):
+            md5.update(lines)
+            out.write(lines)
+            written += n * (2 * digest_size + 1)
+            rows += n
         if fsync:
             out.flush()
             os.fsync(out.fileno())
@@ -117,6 +134,37 @@ def write_part(
     return PartInfo(
         index=index, file=name, path=final, bytes=written, rows=rows, md5=md5.hexdigest()
     )
+
+
+def _open_local(path: str) -> BinaryIO:
+    return open(path, "rb")
+
+
+def part_lines(
+    sources: Sequence[PartSource],
+    digest_size: int,
+    open_source: Callable[[str], BinaryIO],
+    engine: Engine | None = None,
+) -> Iterator[tuple[bytes | memoryview, int]]:
+    """The hex lines of a part, a slice of at most 2**13 rows at a time, with their row count.
+
+    ``open_source`` opens a source's file for seeking and reading (a local file, or an
+    fsspec file of an object store). Raises ``OSError`` if a source is shorter than its rows.
+    """
+    native = native_for(engine)
+    width = 2 * digest_size
+    for src in sources:
+        with open_source(src.path) as f:
+            for first in range(src.first, src.last, _SLICE_ROWS):
+                n = min(_SLICE_ROWS, src.last - first)
+                f.seek(first * digest_size)
+                raw = f.read(n * digest_size)
+                if len(raw) != n * digest_size:
+                    raise OSError(f"{src.path}: merged digests shorter than expected")
+                lines = _hex_lines(raw, n, width) if native is None else native.hex_lines(
+                    raw, digest_size
+                )
+                yield lines, n
 
 
 def _hex_lines(raw: bytes, n: int, width: int) -> memoryview:

@@ -16,6 +16,10 @@ The output depends only on the set of valid IDs and the options of
 :meth:`PrepareOptions.fingerprint`: the same input gives the same part names, bytes and MD5s
 whatever the worker count, chunk size or timing. ``manifest.json`` is written last, atomically.
 
+:func:`count` is the counting mode (for a dry run): step 1, then step 2 without writing the
+unique runs; no part file is written, the parts are planned from the unique count
+(:func:`asyncsync.pipeline.parts.plan_parts`), the same as step 3 would cut them.
+
 Stale ``part-*.txt`` (and ``.tmp``) files, ``manifest.json`` and spill directories left in the
 output directory by an earlier run are removed before anything is written, so they never mix
 with this run's parts. Only those names are touched; other files in the directory stay.
@@ -31,7 +35,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field, fields
@@ -46,18 +50,23 @@ from asyncsync.errors import (
     OutputError,
     StateError,
     UsageError,
+    first_error,
 )
 from asyncsync.events import ChunkHashed, PartWritten, Reporter, StageChanged, null_reporter
 from asyncsync.pipeline.dedupe import (
     MergeSource,
+    count_group,
     merge_group,
     plan_groups,
 )
+from asyncsync.pipeline.parquet import ParquetInput
 from asyncsync.pipeline.parts import (
     PART_GLOB,
     TMP_SUFFIX,
     PartInfo,
     PartSource,
+    PlannedPart,
+    plan_parts,
     rows_per_part,
     write_json_atomic,
     write_part,
@@ -85,9 +94,12 @@ from asyncsync.rules.limits import (
 __all__ = [
     "MANIFEST_NAME",
     "PartInfo",
+    "PlannedPart",
+    "PrepareCount",
     "PrepareOptions",
     "PrepareResult",
     "RejectedLine",
+    "count",
     "prepare",
     "read_manifest",
 ]
@@ -259,7 +271,7 @@ class RejectedLine:
 class PrepareResult:
     """What ``prepare`` produced; its fields are the manifest's (see :meth:`to_manifest`).
 
-    Row counts (the same as in the CLI's ``--json`` summary): ``rows_read`` every data line (a
+    Row counts (``docs/normalization.md``, "Counting rows"): ``rows_read`` every data line (a
     CSV header is not one, blank lines are); ``rows_invalid`` the rejected ones, split by reason
     in ``rejected``; ``rows_valid = rows_read - rows_invalid``; ``duplicates`` valid lines whose
     ID was already seen; ``rows_written = rows_valid - duplicates`` (the lines of all parts).
@@ -306,6 +318,36 @@ class PrepareResult:
             "options": dict(self.options),
             "national_phones": self.national_phones,
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareCount:
+    """What :func:`prepare` would produce, counted by :func:`count` without writing a part.
+
+    The counts are :class:`PrepareResult`'s (the same values for the same input and options);
+    ``parts`` are planned from ``rows_written`` and ``max_file_bytes``: the same names, rows
+    and bytes as the parts :func:`prepare` writes, without their MD5s.
+    """
+
+    calculate_type: CalculateType
+    parts: tuple[PlannedPart, ...]
+    rows_read: int
+    rows_valid: int
+    rows_invalid: int
+    rejected: dict[str, int]
+    duplicates: int
+    rows_written: int
+    rejected_sample: tuple[RejectedLine, ...]
+    elapsed_s: float
+    national_phones: int = 0
+    unique_runs: tuple[Path, ...] = ()
+    """With ``unique_dir``: the files of sorted unique binary digests (``digest_size`` bytes
+    each) that, concatenated in this order, are the digests the parts would hold."""
+
+    @property
+    def bytes_written(self) -> int:
+        """The bytes :func:`prepare` would write as parts."""
+        return sum(p.bytes for p in self.parts)
 
 
 def read_manifest(out_dir: str | os.PathLike[str]) -> PrepareResult:
@@ -390,15 +432,17 @@ class _Pool(ProcessPoolExecutor):
     """The hashing pool: forkserver workers that never outlive this process.
 
     forkserver: workers do not inherit the event loop, its threads or open files; the server
-    preloads the hashing modules once (numpy import) for every later pool. Each worker gets the
+    preloads the hashing modules once (numpy import) for every later pool, and pyarrow's
+    Parquet reader too when the command that starts it reads Parquet (``preload``), so that
+    the workers do not each import it. Each worker gets the
     read end of a pipe whose write end only this process holds, and exits when it reaches
     end-of-file: when the pool is shut down, or when this process dies, even by SIGKILL (see
     :func:`asyncsync.pipeline.worker.init_worker`).
     """
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, preload: tuple[str, ...] = ()) -> None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["asyncsync.pipeline.worker"])
+        ctx.set_forkserver_preload(["asyncsync.pipeline.worker", *preload])
         self._lifeline, self._lifeline_end = ctx.Pipe(duplex=False)
         super().__init__(
             max_workers=workers,
@@ -524,11 +568,7 @@ async def _merge_and_write(
     loop = asyncio.get_running_loop()
     size = opts.digest_size
     chunks = [c for c in stats.ordered() if c.valid]
-    rows_before = [0] * len(chunks)  # rows of earlier groups in each spill file
-    totals = np.zeros(1 << opts.bucket_bits, dtype=np.int64)
-    for c in chunks:
-        totals += c.bucket_counts
-    groups = plan_groups(totals, opts.merge_rows)
+    groups = _groups(chunks, opts)
     per_part = rows_per_part(opts.max_file_bytes, size)
     permits = asyncio.Semaphore(opts.chunks_in_flight or 2 * opts.resolved_workers())
     merge_q: asyncio.Queue[asyncio.Future[tuple[int, int]] | None] = asyncio.Queue()
@@ -540,12 +580,7 @@ async def _merge_and_write(
         permits.release()
 
     async def submit_merges() -> None:
-        for g, (first, last) in enumerate(groups):
-            sources = []
-            for i, c in enumerate(chunks):
-                counts = tuple(c.bucket_counts[first:last].tolist())
-                sources.append(MergeSource(c.spill_path, rows_before[i] * size, counts))
-                rows_before[i] += sum(counts)
+        for g, sources in enumerate(_merge_sources(chunks, groups, size)):
             await permits.acquire()
             out_path = str(spill / f"unique-{g:06d}.bin")
             fut = loop.run_in_executor(pool, merge_group, sources, size, out_path)
@@ -612,35 +647,36 @@ async def _merge_and_write(
             tg.create_task(submit_parts())
             tg.create_task(collect_parts())
     except BaseExceptionGroup as group:
-        raise _first_error(group) from group
+        raise first_error(group) from group
     return unique_total, parts
+
+
+def _groups(chunks: list[ChunkResult], opts: PrepareOptions) -> list[tuple[int, int]]:
+    """The merge groups: runs of buckets of about ``merge_rows`` rows over all chunks."""
+    totals = np.zeros(1 << opts.bucket_bits, dtype=np.int64)
+    for c in chunks:
+        totals += c.bucket_counts
+    return plan_groups(totals, opts.merge_rows)
+
+
+def _merge_sources(
+    chunks: list[ChunkResult], groups: list[tuple[int, int]], size: int
+) -> Iterator[list[MergeSource]]:
+    """Where each group's rows are in the chunks' spill files, group after group."""
+    rows_before = [0] * len(chunks)  # rows of earlier groups in each spill file
+    for first, last in groups:
+        sources = []
+        for i, c in enumerate(chunks):
+            counts = tuple(c.bucket_counts[first:last].tolist())
+            sources.append(MergeSource(c.spill_path, rows_before[i] * size, counts))
+            rows_before[i] += sum(counts)
+        yield sources
 
 
 def _observe(fut: asyncio.Future[Any]) -> None:
     """Mark a pool future's error as seen: a failed step reports its first error only."""
     if not fut.cancelled():
         fut.exception()
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error to raise from a failed task group: an asyncsync error when there is one."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for exc in leaves:
-        if isinstance(exc, AsyncSyncError):
-            return exc
-    for exc in leaves:
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return leaves[0]
 
 
 def _no_valid_ids(specs: Iterable[InputSpec], rows: int, rejected: list[int]) -> NoValidIdsError:
@@ -683,17 +719,13 @@ async def prepare(
     specs = await asyncio.to_thread(open_inputs, names, opts.column, opts.id_type)
     root = await asyncio.to_thread(_prepare_out_dir, Path(out_dir))
     spill = await asyncio.to_thread(_make_spill_dir, opts.spill_dir or root)
-    settings = HashSettings(
-        id_type=opts.id_type,
-        hash_algo=opts.digest,
-        sample_cap=opts.sample_cap,
-        bucket_bits=opts.bucket_bits,
-        spill_dir=str(spill),
-        default_country=opts.default_country,
-    )
+    settings = _hash_settings(opts, spill)
     # The pool starts on a thread (a fresh interpreter and its imports: about half a second),
     # leaving the event loop free; the first chunks are hashed meanwhile (see _hash_step).
-    starting = asyncio.ensure_future(asyncio.to_thread(_start_pool, opts.resolved_workers()))
+    preload = _PARQUET_MODULES if any(isinstance(s.external, ParquetInput) for s in specs) else ()
+    starting = asyncio.ensure_future(
+        asyncio.to_thread(_start_pool, opts.resolved_workers(), preload)
+    )
     try:
         reporter(StageChanged(stage="prepare", started=True))
         stats = await _hash_step(starting, specs, opts, settings, reporter)
@@ -743,6 +775,17 @@ async def prepare(
         await asyncio.to_thread(shutil.rmtree, spill, True)
 
 
+def _hash_settings(opts: PrepareOptions, spill: Path) -> HashSettings:
+    return HashSettings(
+        id_type=opts.id_type,
+        hash_algo=opts.digest,
+        sample_cap=opts.sample_cap,
+        bucket_bits=opts.bucket_bits,
+        spill_dir=str(spill),
+        default_country=opts.default_country,
+    )
+
+
 def _make_spill_dir(parent: Path) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -758,9 +801,13 @@ def _discard_tmp(root: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _start_pool(workers: int) -> ProcessPoolExecutor:
+_PARQUET_MODULES: Final = ("pyarrow.parquet", "pyarrow.compute")
+"""What the workers' fork server imports once when an input is Parquet."""
+
+
+def _start_pool(workers: int, preload: tuple[str, ...] = ()) -> ProcessPoolExecutor:
     """A started pool (blocking: run on a thread)."""
-    pool = _Pool(workers)
+    pool = _Pool(workers, preload)
     try:
         pool.submit(ready).result()
     except BaseException:
@@ -785,3 +832,113 @@ async def _shutdown(starting: asyncio.Future[ProcessPoolExecutor]) -> None:
 def _shutdown_later(starting: asyncio.Future[ProcessPoolExecutor]) -> None:
     if not starting.cancelled() and starting.exception() is None:
         starting.result().shutdown(wait=False, cancel_futures=True)
+
+
+# -- counting mode -----------------------------------------------------------------------------
+
+
+async def count(
+    *inputs: str | os.PathLike[str],
+    work_dir: str | os.PathLike[str],
+    reporter: Reporter = null_reporter,
+    options: PrepareOptions | None = None,
+    unique_dir: str | os.PathLike[str] | None = None,
+    **option_fields: Any,
+) -> PrepareCount:
+    """Count what :func:`prepare` would produce from ``inputs``, without writing a part file.
+
+    The same hashing and the same exact dedupe as :func:`prepare` (so the same counts and
+    rejected lines), and the parts planned from the unique count (:class:`PrepareCount`).
+    Progress goes to ``reporter`` as ``StageChanged`` and ``ChunkHashed``, never
+    ``PartWritten``.
+
+    Disk: the exact dedupe spills every valid ID's binary digest once (``digest_size`` bytes
+    per valid line: 32 for SHA256, 16 for MD5; 3.2 GB for 100 M SHA256 IDs) into a hidden
+    directory in ``options.spill_dir`` (default: ``work_dir``), removed before this returns or
+    raises. Nothing else is written: not the parts (``2 * digest_size + 1`` bytes a row), not a
+    manifest, and the unique runs only when ``unique_dir`` is given (a caller that must read the
+    sorted digests, as a mirror's dry run does): then ``unique_dir`` receives ``digest_size``
+    bytes per unique ID, listed in :attr:`PrepareCount.unique_runs`, and the caller removes
+    them. Memory is :class:`PrepareOptions`'s hashing and merging. Raises as :func:`prepare`
+    does.
+    """
+    opts = _options(options, option_fields)
+    started = time.perf_counter()
+    names = [os.fspath(x) for x in inputs]
+    specs = await asyncio.to_thread(open_inputs, names, opts.column, opts.id_type)
+    spill = await asyncio.to_thread(_make_spill_dir, opts.spill_dir or Path(work_dir))
+    settings = _hash_settings(opts, spill)
+    starting = asyncio.ensure_future(asyncio.to_thread(_start_pool, opts.resolved_workers()))
+    try:
+        reporter(StageChanged(stage="prepare", started=True))
+        stats = await _hash_step(starting, specs, opts, settings, reporter)
+        rows_read, rows_valid, rejected = stats.totals()
+        if rows_valid == 0:
+            raise _no_valid_ids(specs, rows_read, rejected)
+        reporter(StageChanged(stage="merge", started=True))
+        runs_dir = None if unique_dir is None else Path(unique_dir)
+        unique, runs = await _count_unique(await starting, stats, opts, runs_dir)
+        counted = PrepareCount(
+            calculate_type=opts.calculate_type,
+            parts=plan_parts(unique, opts.max_file_bytes, opts.digest_size),
+            rows_read=rows_read,
+            rows_valid=rows_valid,
+            rows_invalid=sum(rejected),
+            rejected={r.value: n for r, n in zip(REASONS, rejected, strict=True)},
+            duplicates=rows_valid - unique,
+            rows_written=unique,
+            rejected_sample=stats.sample(opts.sample_cap),
+            elapsed_s=time.perf_counter() - started,
+            national_phones=sum(c.national for c in stats.chunks.values()),
+            unique_runs=runs,
+        )
+        reporter(StageChanged(stage="prepare", started=False))
+        return counted
+    except OSError as exc:
+        if isinstance(exc, AsyncSyncError):
+            raise
+        raise OutputError(
+            f"{spill}: cannot write ({exc.strerror or exc}); is the disk full?"
+        ) from exc
+    finally:
+        await _shutdown(starting)
+        await asyncio.to_thread(shutil.rmtree, spill, True)
+
+
+async def _count_unique(
+    pool: Executor, stats: _Stats, opts: PrepareOptions, runs_dir: Path | None
+) -> tuple[int, tuple[Path, ...]]:
+    """The unique rows of the hashed chunks: each merge group counted on the pool (or, with
+    ``runs_dir``, merged into a run file there), at most ``chunks_in_flight`` groups submitted
+    and not done. Returns the count and the run files in order."""
+    loop = asyncio.get_running_loop()
+    chunks = [c for c in stats.ordered() if c.valid]
+    permits = asyncio.Semaphore(opts.chunks_in_flight or 2 * opts.resolved_workers())
+    size = opts.digest_size
+    unique = 0
+    runs: list[Path] = []
+    if runs_dir is not None:
+        await asyncio.to_thread(runs_dir.mkdir, parents=True, exist_ok=True)
+
+    async def one(sources: list[MergeSource], run: Path | None) -> None:
+        nonlocal unique
+        try:
+            if run is None:
+                _, n = await loop.run_in_executor(pool, count_group, sources, size)
+            else:
+                _, n = await loop.run_in_executor(pool, merge_group, sources, size, str(run))
+        finally:
+            permits.release()
+        unique += n
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for g, sources in enumerate(_merge_sources(chunks, _groups(chunks, opts), size)):
+                run = None if runs_dir is None else runs_dir / f"unique-{g:06d}.bin"
+                if run is not None:
+                    runs.append(run)
+                await permits.acquire()
+                tg.create_task(one(sources, run))
+    except BaseExceptionGroup as group:
+        raise first_error(group) from group
+    return unique, tuple(runs)

@@ -99,11 +99,8 @@ class PreparedDir:
 
 
 def _md5_file(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as f:
-        while block := f.read(_READ_BYTES):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def _check_names(source: str, result: PrepareResult) -> None:

@@ -44,7 +44,7 @@ import numpy as np
 
 from asyncsync.errors import InputError, UsageError
 from asyncsync.pipeline.external import External, column_jobs, external_input
-from asyncsync.pipeline.parquet import ColumnJob, ParquetInput
+from asyncsync.pipeline.parquet import ColumnJob, ParquetInput, RowGroupJob
 from asyncsync.pipeline.remote import RemoteObject
 from asyncsync.rules.ids import Reject, normalize
 from asyncsync.rules.limits import IdType
@@ -179,7 +179,7 @@ class DataJob:
     skip_first_record: bool
 
 
-Job = RangeJob | DataJob | ColumnJob
+Job = RangeJob | DataJob | ColumnJob | RowGroupJob
 
 
 class LineTooLongError(InputError):

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from asyncsync.pipeline.dedupe import spill_chunk
-from asyncsync.pipeline.parquet import ColumnJob, column_lines
+from asyncsync.pipeline.parquet import ColumnJob, RowGroupJob, column_arrays, column_hashes
 from asyncsync.pipeline.source import DataJob, Job, RangeJob, csv_values, read_range
 from asyncsync.rules.hashing import hash_chunk, hash_values
 from asyncsync.rules.limits import HashAlgo, IdType
@@ -152,10 +152,24 @@ def hash_job(job: Job, settings: HashSettings) -> ChunkResult:
         "sample_cap": settings.sample_cap,
         "default_country": settings.default_country,
     }
-    if isinstance(job, ColumnJob):
-        data = column_lines(job)
-        bytes_read = len(data)
-    elif isinstance(job, RangeJob):
+    if isinstance(job, ColumnJob | RowGroupJob):
+        hashed, rows, bytes_read = column_hashes(column_arrays(job), **kw)
+        spill_path = str(Path(settings.spill_dir) / f"chunk-{job.seq:09d}.bin")
+        counts = spill_chunk(hashed.digests, hashed.digest_size, settings.bucket_bits, spill_path)
+        return ChunkResult(
+            seq=job.seq,
+            input_index=job.input_index,
+            rows=rows,
+            newlines=rows,  # one line per value
+            bytes_read=bytes_read,
+            valid=hashed.valid,
+            rejected=hashed.rejected,
+            sample=tuple((i + 1, reason) for i, reason in hashed.sample),
+            spill_path=spill_path,
+            bucket_counts=counts,
+            national=hashed.national,
+        )
+    if isinstance(job, RangeJob):
         data = read_range(job)
         bytes_read = job.end - job.start
     else:

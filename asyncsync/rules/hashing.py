@@ -50,6 +50,7 @@ __all__ = [
     "ChunkHashes",
     "digest_size",
     "hash_chunk",
+    "hash_spans",
     "hash_values",
 ]
 
@@ -297,6 +298,28 @@ def hash_values(
     return hashed
 
 
+def hash_spans(
+    data: bytes | memoryview,
+    bounds: npt.NDArray[np.int64],
+    *,
+    id_type: IdType | str,
+    hash_algo: HashAlgo | str = HashAlgo.SHA256,
+    sample_cap: int = 100,
+    default_country: str | None = None,
+    engine: Engine | None = None,
+) -> ChunkHashes | None:
+    """Like :func:`hash_chunk` for the rows ``bounds`` ((start, end) per row, int64) of
+    ``data``, none holding ``\\n``, with the native engine, straight from the buffer. None
+    when the native engine is not the one in use, or when national phone numbers would need
+    counting: then the caller hashes the rows as lines."""
+    kind, algo = IdType(id_type), HashAlgo(hash_algo)
+    native = native_for(engine)
+    if native is None:
+        return None
+    hashed = _native_hash(native, data, bounds, kind, algo, sample_cap, default_country)
+    return None if _counts_national(kind, default_country, hashed) else hashed
+
+
 def _counts_national(kind: IdType, default_country: str | None, hashed: ChunkHashes) -> bool:
     """Whether national phone numbers need counting: phones, no default country, and some
     malformed line (a national number always is one)."""
@@ -321,7 +344,7 @@ country is set)."""
 
 def _native_hash(
     native: ModuleType,
-    data: bytes,
+    data: bytes | memoryview,
     bounds: npt.NDArray[np.int64] | None,
     kind: IdType,
     algo: HashAlgo,
@@ -349,7 +372,7 @@ def _native_hash(
 
 
 def _settle_deferred(
-    data: bytes,
+    data: bytes | memoryview,
     deferred: list[tuple[int, int, int, int]],
     digests: bytes,
     rejected: tuple[int, int, int],
@@ -368,7 +391,7 @@ def _settle_deferred(
     dropped: list[int] = []
     late: list[tuple[int, int]] = []
     for index, slot, start, end in deferred:
-        result = normalize(data[start:end], kind, default_country)
+        result = normalize(bytes(data[start:end]), kind, default_country)
         if isinstance(result, Reject):
             status = _STATUS[result]
             counts[status - 1] += 1

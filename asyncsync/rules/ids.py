@@ -1,5 +1,5 @@
 """Normalization and validation of one ID, following TikTok's "List of supported IDs and formats
-for a customer file" (docs/tiktok-api.md, "Normalization").
+for a customer file" (docs/normalization.md).
 
 These per-line functions are the reference (the oracle the fast chunk hasher is tested against).
 They take the raw bytes of one line without its line end and return either the normalized ID
@@ -38,12 +38,11 @@ _DIGITS: Final = frozenset(b"0123456789")
 
 
 class Reject(StrEnum):
-    """Why a line was not used. ``duplicate`` is counted by dedupe, not by normalize."""
+    """Why a line was not used (a duplicate is used once: dedupe counts the others)."""
 
     EMPTY = "empty"
     MALFORMED = "malformed"
     ZERO_ID = "zero_id"
-    DUPLICATE = "duplicate"
 
 
 def normalize_maid(raw: bytes) -> bytes | Reject:

@@ -51,13 +51,13 @@ def _file(f: UploadedFile) -> dict[str, Any]:
         "lines": f.lines,
         "md5": f.md5,
         "filename": f.filename,
-        "created": f.created,
         "expires": f.expires,
     }
 
 
 def _unfile(d: dict[str, Any]) -> UploadedFile:
-    return UploadedFile(**{**d, "digests": _unb64(d["digests"])})
+    known = {k: v for k, v in d.items() if k in UploadedFile.__dataclass_fields__}
+    return UploadedFile(**{**known, "digests": _unb64(d["digests"])})
 
 
 def _operation(op: Operation) -> dict[str, Any]:
@@ -70,7 +70,6 @@ def _operation(op: Operation) -> dict[str, Any]:
         "file_count": len(op.files),
         "msg": op.msg,
         "done": op.done,
-        "result_size": op.result_size,
         "replacement": _b64(b"".join(sorted(op.replacement)))
         if op.replacement is not None
         else None,
@@ -93,13 +92,12 @@ def _unoperation(d: dict[str, Any], digest_size: int) -> Operation:
         files=files,
         msg=d["msg"],
         done=d["done"],
-        result_size=d["result_size"],
         replacement=replacement,
     )
 
 
 def _placeholder() -> UploadedFile:
-    return UploadedFile("", "", "", "", b"", 32, 0, 0, "", "", 0.0, 0.0)
+    return UploadedFile("", "", "", "", b"", 32, 0, 0, "", "", 0.0)
 
 
 def _audience(a: Audience) -> dict[str, Any]:
@@ -117,7 +115,6 @@ def _audience(a: Audience) -> dict[str, Any]:
         "history": [_operation(op) for op in a.history],
         "day_ops": {str(k): v for k, v in a.day_ops.items()},
         "day_replaces": {str(k): v for k, v in a.day_replaces.items()},
-        "modify_time": a.modify_time,
     }
 
 
@@ -138,7 +135,6 @@ def _unaudience(d: dict[str, Any]) -> Audience:
         history=[_unoperation(op, size) for op in d["history"]],
         day_ops={int(k): int(v) for k, v in d["day_ops"].items()},
         day_replaces={int(k): int(v) for k, v in d["day_replaces"].items()},
-        modify_time=d["modify_time"],
     )
 
 

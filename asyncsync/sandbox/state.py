@@ -247,7 +247,6 @@ class UploadedFile:
     lines: int
     md5: str
     filename: str
-    created: float
     expires: float
 
     @property
@@ -267,7 +266,6 @@ class Operation:
     files: list[UploadedFile]
     msg: str = "Processing"
     done: bool = False
-    result_size: int = 0
     replacement: set[bytes] | None = None
     """The new membership of a REPLACE, computed once when it was accepted."""
 
@@ -288,7 +286,6 @@ class Audience:
     """Oldest first."""
     day_ops: dict[int, int] = field(default_factory=dict)
     day_replaces: dict[int, int] = field(default_factory=dict)
-    modify_time: float = 0.0
 
     @property
     def running(self) -> Operation | None:
@@ -470,7 +467,6 @@ class SandboxState:
             lines=lines,
             md5=md5,
             filename=filename,
-            created=now,
             expires=now + self.config.file_ttl_seconds,
         )
         self.files[entry.file_path] = entry
@@ -526,7 +522,6 @@ class SandboxState:
                 audience.members.difference_update(f.members())
         op.done = True
         op.msg = "Success"
-        op.result_size = len(audience.members)
 
     def settle_all(self) -> None:
         for audience in self.audiences.values():
@@ -549,7 +544,6 @@ class SandboxState:
         now = self.clock.now()
         ends = now + self.config.operation_seconds
         audience.history.append(Operation(action, now, ends, files, replacement=replacement))
-        audience.modify_time = now
         audience.expires = now + DEFAULT_EXPIRY_DAYS * DAY
         self.settle(audience)
 
@@ -625,7 +619,6 @@ class SandboxState:
             check_name(name)
         if file_paths is None:
             audience.name = name
-            audience.modify_time = now
             return
         if action is None:
             action = R.DEFAULT_ACTION

@@ -1,5 +1,5 @@
-"""File-system primitives of the state directory, one copy each: an exclusive lock on a file, a
-directory fsync (so a rename survives a power cut) and an atomic whole-file write.
+"""File-system primitives of the state directory, one copy each: an exclusive lock on a file and
+an atomic whole-file write (its directory fsync is :func:`asyncsync.fsync.fsync_dir`).
 
 The lock is ``flock`` on POSIX and ``msvcrt.locking`` on Windows, both imported when first
 used, so importing the package works on either.
@@ -13,7 +13,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["LockHeld", "atomic_write_bytes", "exclusive_lock", "fsync_dir"]
+from asyncsync.fsync import fsync_dir
+
+__all__ = ["LockHeld", "atomic_write_bytes", "exclusive_lock"]
 
 
 class LockHeld(Exception):
@@ -51,17 +53,6 @@ def exclusive_lock(path: Path, *, blocking: bool) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush a directory's entries (a rename into it) to disk; a no-op where the platform
-    cannot open a directory (Windows)."""
-    with contextlib.suppress(PermissionError, IsADirectoryError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from asyncsync.errors import StateError
-from asyncsync.store._fs import LockHeld, exclusive_lock
+from asyncsync.store._fs import LockHeld, atomic_write_bytes, exclusive_lock
 
 __all__ = [
     "JOURNAL_FILENAME",
@@ -404,20 +404,8 @@ class Journal:
     def _record_seq(self) -> None:
         """Write ``seq`` to ``journal.seq`` durably (temporary file, fsync, rename, fsync of
         the directory), after the commit it counts."""
-        tmp = self.seq_path.with_name(SEQ_FILENAME + ".tmp")
         try:
-            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, f"{self._seq}\n".encode("ascii"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.seq_path)
-            dfd = os.open(self.state_dir, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            atomic_write_bytes(self.seq_path, f"{self._seq}\n".encode("ascii"))
         except OSError as exc:
             raise StateError(
                 f"cannot write {self.seq_path}: {exc.strerror or exc} (is the state directory "

@@ -40,7 +40,8 @@ from typing import Any, BinaryIO, Final
 import xxhash
 
 from asyncsync.errors import StateError
-from asyncsync.store._fs import atomic_write_bytes, exclusive_lock, fsync_dir
+from asyncsync.fsync import fsync_dir
+from asyncsync.store._fs import atomic_write_bytes, exclusive_lock
 
 __all__ = [
     "HEADER_BYTES",

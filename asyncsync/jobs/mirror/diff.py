@@ -79,6 +79,26 @@ def _iter_part_digests(
                 yield block
 
 
+def _iter_run_digests(
+    paths: Sequence[Path], digest_size: int, block_rows: int
+) -> Iterator[Digests]:
+    """The digests of files of sorted unique binary digests (prepare's unique runs), in order,
+    as blocks of at most ``block_rows`` rows; checks that the stream is strictly increasing."""
+    dtype = f"S{digest_size}"
+    last: bytes | None = None
+    for path in paths:
+        with open(path, "rb") as f:
+            while raw := f.read(block_rows * digest_size):
+                if len(raw) % digest_size:
+                    raise StateError(f"{path}: not whole {digest_size}-byte digests")
+                block = np.frombuffer(raw, dtype=dtype)
+                first = bytes(raw[:digest_size])
+                if (last is not None and first <= last) or bool((block[1:] <= block[:-1]).any()):
+                    raise StateError(f"{path}: digests are not sorted and unique; cannot diff them")
+                last = bytes(raw[-digest_size:])
+                yield block
+
+
 def _iter_snapshot(snapshot: Snapshot, block_rows: int) -> Iterator[Digests]:
     dtype = f"S{snapshot.header.digest_size}"
     for raw in snapshot.iter_body(block_rows):
@@ -182,8 +202,12 @@ def diff_parts(
     write_diff: bool = True,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     rel: str = "",
+    binary: bool = False,
 ) -> DiffResult:
     """Merge the export's parts (``new_parts`` in index order) with the ``old`` snapshot.
+
+    ``binary``: ``new_parts`` are files of sorted unique binary digests instead (the unique
+    runs of :func:`asyncsync.pipeline.prepare.count`, for a dry run that writes no part).
 
     Writes ``added/part-NNNNN.txt`` and ``removed/part-NNNNN.txt`` into ``out_dir`` (only when
     ``write_diff``; their :attr:`PartInfo.file` is ``rel/added/part-NNNNN.txt``...) and the
@@ -197,7 +221,8 @@ def diff_parts(
     add_w = _DiffSide(out_dir, "added", digest_size, max_file_bytes, rel)
     rem_w = _DiffSide(out_dir, "removed", digest_size, max_file_bytes, rel)
     empty = np.empty(0, dtype=f"S{digest_size}")
-    new_it = _iter_part_digests(new_parts, digest_size, block_rows)
+    read = _iter_run_digests if binary else _iter_part_digests
+    new_it = read(new_parts, digest_size, block_rows)
     old_it: Iterator[Digests] = iter(()) if old is None else _iter_snapshot(old, block_rows)
     a_buf, b_buf = empty, empty
     a_done, b_done = False, old is None

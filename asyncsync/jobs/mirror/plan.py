@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from asyncsync.errors import StateError
 from asyncsync.jobs.plan import Step, build_steps
+from asyncsync.jobs.result import MirrorCounts
 from asyncsync.jobs.spec import JobAction
 from asyncsync.rules.limits import MIN_AUDIENCE_MEMBERS
 
@@ -26,16 +27,6 @@ __all__ = [
 
 PLAN_VERSION: Final = 1
 """Version of the journaled :class:`MirrorPlan`; a journal holding a newer one is refused."""
-RESULT_KEYS: Final = (
-    "mode",
-    "reason",
-    "added",
-    "removed",
-    "unchanged",
-    "export_rows",
-    "snapshot_rows",
-)
-"""The plan's fields a mirror reports in ``SyncResult.mirror``."""
 
 
 class MirrorMode(StrEnum):
@@ -174,10 +165,17 @@ class MirrorPlan:
                 f"the journaled mirror plan is damaged ({exc!r}); rerun with --restart"
             ) from None
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> MirrorCounts:
         """The fields a mirror reports in ``SyncResult.mirror``."""
-        data = self.to_json()
-        return {key: data[key] for key in RESULT_KEYS}
+        return MirrorCounts(
+            mode=self.mode.value,
+            reason=self.reason,
+            added=self.added,
+            removed=self.removed,
+            unchanged=self.unchanged,
+            export_rows=self.export_rows,
+            snapshot_rows=self.snapshot_rows,
+        )
 
     def steps(self) -> list[Step]:
         """The plan's operations, numbered in the order they are sent."""

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import xxhash
 
@@ -39,9 +39,10 @@ from asyncsync.jobs.mirror.diff import DiffResult, diff_parts
 from asyncsync.jobs.mirror.plan import MirrorDecision, MirrorMode, MirrorPlan, choose_mode
 from asyncsync.jobs.plan import PlanReport, Step
 from asyncsync.jobs.reconcile import HISTORY_SIZE, get_audience
+from asyncsync.jobs.result import MirrorSummary
 from asyncsync.jobs.uploads import PartUpload
-from asyncsync.pipeline.parts import PartInfo
-from asyncsync.pipeline.prepare import PrepareResult
+from asyncsync.pipeline.parts import PartInfo, PlannedPart, plan_parts
+from asyncsync.pipeline.prepare import PrepareCount, PrepareResult
 from asyncsync.rules.limits import DAILY_FILE_OPERATIONS_PER_AUDIENCE
 from asyncsync.store.journal import JobRow, JobStatus, OperationKind, OperationRow, Outcome
 from asyncsync.store.snapshots import HEADER_BYTES, PendingSnapshot, Snapshot, SnapshotStore
@@ -56,9 +57,12 @@ INPUT_DIR: Final = "input"
 DIFF_DIR: Final = "diff"
 PENDING_SNAPSHOT: Final = "snapshot.pending"
 
+P = TypeVar("P", PartInfo, PlannedPart)
+"""A part written (the real run) or planned (the dry run)."""
+
 
 class SnapshotOutcome(StrEnum):
-    """What a mirror run did with the audience's snapshot (``SyncResult.mirror["snapshot"]``)."""
+    """What a mirror run did with the audience's snapshot (``SyncResult.mirror.snapshot``)."""
 
     PENDING = "pending"
     RECORDED = "recorded"
@@ -293,18 +297,21 @@ class MirrorStrategy:
         run: JobRun,
         decision: MirrorDecision,
         diff: DiffResult,
-        audience_id: str | None,
-        whole: Sequence[PartInfo],
+        whole: Sequence[P],
         baseline_op_id: int | None,
-    ) -> tuple[MirrorPlan, list[PartInfo]]:
-        """The journaled plan and the parts to upload, numbered 1.. in the journal."""
-        added: list[PartInfo] = []
-        removed: list[PartInfo] = []
+        *,
+        diff_parts: tuple[Sequence[P], Sequence[P]],
+    ) -> tuple[MirrorPlan, list[P]]:
+        """The journaled plan and the parts to upload, numbered 1.. in the journal: ``whole``
+        (the export's parts) for a create or a REPLACE, ``diff_parts`` (added, removed) for a
+        diff. Parts written (the real run) or planned (the dry run) alike."""
+        added: list[P] = []
+        removed: list[P] = []
         if decision.mode is MirrorMode.DIFF:
-            added = [dataclasses.replace(p, index=i) for i, p in enumerate(diff.added, start=1)]
+            added = [dataclasses.replace(p, index=i) for i, p in enumerate(diff_parts[0], start=1)]
             removed = [
                 dataclasses.replace(p, index=i)
-                for i, p in enumerate(diff.removed, start=len(added) + 1)
+                for i, p in enumerate(diff_parts[1], start=len(added) + 1)
             ]
             chosen = added + removed
         elif decision.mode in (MirrorMode.REPLACE, MirrorMode.CREATE):
@@ -363,7 +370,9 @@ class MirrorStrategy:
         else:
             decision = self._decide(run, audience_id, diff, problem)
             baseline = self._last_op_id(run, audience_id)
-        plan, chosen = self._make_plan(run, decision, diff, audience_id, result.parts, baseline)
+        plan, chosen = self._make_plan(
+            run, decision, diff, result.parts, baseline, diff_parts=(diff.added, diff.removed)
+        )
         if recorded is None and (refusal := plan.floor_refusal({p.index: p.rows for p in chosen})):
             raise UsageError(f"refusing to start: {refusal}; nothing was sent")
         # Keep only the files the plan uploads (the export's parts or the diff's).
@@ -488,10 +497,13 @@ class MirrorStrategy:
         plan = journaled_plan(run.current)
         if plan is None:
             return {}
-        info: dict[str, Any] = {**plan.report(), "snapshot": self.snapshot_outcome.value}
-        if run.superseded_job is not None:
-            info["superseded_job"] = run.superseded_job
-        return {"mirror": info}
+        return {
+            "mirror": MirrorSummary.of(
+                plan.report(),
+                snapshot=self.snapshot_outcome.value,
+                superseded_job=run.superseded_job,
+            )
+        }
 
     # -- dry run ---------------------------------------------------------------------------
 
@@ -503,29 +515,59 @@ class MirrorStrategy:
         audience_id: str | None,
         cover_num: int | None,
         problems: list[str],
-    ) -> tuple[PrepareResult, PlanReport]:
-        """Prepare and diff into a temporary directory beside the journal; decide as the real
-        run would (or take the journaled decision of the job it continues). Nothing is written
-        to the journal or the snapshot store."""
+    ) -> tuple[PrepareCount, PlanReport]:
+        """Count the export and diff it against the snapshot in a temporary directory beside
+        the journal, without writing a part file (the export's sorted digests are kept as
+        binary runs: ``digest_size`` bytes per unique ID, besides the dedupe's spill); decide
+        as the real run would (or take the journaled decision of the job it continues), and
+        plan the parts from the counts. Nothing is written to the journal or the store."""
         recorded = journaled_plan(job) if job is not None else None
         parent = run.journal.state_dir / "work"
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="plan-", dir=parent) as tmp:
-            result, diff, problem = await self._diff(
-                run,
-                Path(tmp),
-                None if recorded and recorded.mode is MirrorMode.CREATE else audience_id,
-                None if job is None else job.id,
+            result = await run.source.count(
+                Path(tmp), reporter=run.reporter, unique_dir=Path(tmp) / "unique"
+            )
+            # The export is counted (a prepared directory is refused for a mirror), so its
+            # sorted unique digests are in result.unique_runs.
+            assert isinstance(result, PrepareCount)
+            run.reporter(StageChanged(stage="diff", started=True))
+            diffed = None if recorded and recorded.mode is MirrorMode.CREATE else audience_id
+            snapshot, problem = (
+                await self._trusted_snapshot(run, diffed, None if job is None else job.id)
+                if diffed
+                else (None, "")
+            )
+            diff = await asyncio.to_thread(
+                diff_parts,
+                result.unique_runs,
+                snapshot,
+                out_dir=Path(tmp) / DIFF_DIR,
+                digest_size=run.options.digest_size,
+                max_file_bytes=run.options.max_file_bytes,
                 snapshot_path=None,
-                write_diff=True,
+                write_diff=False,
+                binary=True,
             )
-            if recorded is not None:
-                decision = MirrorDecision(mode=recorded.mode, reason=recorded.reason)
-            else:
-                decision = self._decide(run, audience_id, diff, problem)
-            plan, chosen = self._make_plan(
-                run, decision, diff, audience_id, result.parts, self._last_op_id(run, audience_id)
-            )
+            if snapshot is not None and not diff.old_ok:
+                problem = f"the snapshot {snapshot.path.name} failed its checksum"
+            run.reporter(StageChanged(stage="diff", started=False))
+        if recorded is not None:
+            decision = MirrorDecision(mode=recorded.mode, reason=recorded.reason)
+        else:
+            decision = self._decide(run, audience_id, diff, problem)
+        size, cap = run.options.digest_size, run.options.max_file_bytes
+        plan, chosen = self._make_plan(
+            run,
+            decision,
+            diff,
+            result.parts,
+            self._last_op_id(run, audience_id),
+            diff_parts=(
+                plan_parts(diff.added_rows, cap, size),
+                plan_parts(diff.removed_rows, cap, size),
+            ),
+        )
         done: set[int] = set()
         if job is not None:
             done = run.done_batches(job.id)
@@ -544,13 +586,14 @@ class MirrorStrategy:
             quota=run.quota_use(audience_id),
             problems=tuple(problems),
             already_done=already_done,
-            extra={**shown.report(), "cover_num": cover_num},
+            mirror=shown.report(),
+            cover_num=cover_num,
         )
         return result, report
 
     def dry_result_extras(self, run: JobRun, report: PlanReport) -> dict[str, Any]:
-        info = {k: report.extra[k] for k in report.extra if k != "cover_num"}
-        return {"mirror": {**info, "snapshot": SnapshotOutcome.UNCHANGED.value}}
+        assert report.mirror is not None
+        return {"mirror": MirrorSummary.of(report.mirror, snapshot=SnapshotOutcome.UNCHANGED.value)}
 
 
 def _body_matches(pending: PendingSnapshot) -> bool:
