@@ -223,6 +223,36 @@ async def test_on_part_is_awaited_in_index_order_and_events_are_reported(tmp_pat
     assert sum(e.rows for e in events if isinstance(e, ChunkHashed)) == r.rows_read
 
 
+async def test_spill_and_unique_runs_are_freed_before_the_last_part_is_delivered(
+    tmp_path: Path,
+) -> None:
+    """Temporary files do not wait for the end: at 100 M rows the spill and the unique runs
+    are about 3 GB each, beside the parts. Once every group is merged the spill runs go;
+    a unique run goes once the parts after it no longer read it."""
+    lines = noisy_lines(6000)
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out"
+    held: dict[int, list[str]] = {}
+
+    async def on_part(part: PartInfo) -> None:
+        (spill,) = out.glob(".prepare-spill-*")
+        held[part.index] = sorted(f.name.split("-")[0] for f in spill.iterdir())
+
+    r = await prepare(
+        src,
+        out_dir=out,
+        on_part=on_part,
+        max_file_bytes=65 * 700,
+        chunk_bytes=8192,
+        merge_rows=1000,
+        workers=2,
+    )
+    assert len(r.parts) >= 8
+    assert held[len(r.parts)] == []  # nothing temporary left when the last part is handed over
+    assert part_lines(r) == expected_digests(lines)
+
+
 async def test_stale_parts_of_an_earlier_run_are_removed(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
