@@ -20,12 +20,16 @@ which may hold credentials (a presigned URL's signature).
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import re
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from asyncsync.errors import InputError
@@ -54,7 +58,9 @@ REMOTE_SCHEMES: Final = {
 """URL schemes read through fsspec, with the asyncsync extra that brings their backend."""
 
 BLOCK_BYTES: Final = 32 * 1024 * 1024
-"""Bytes fetched by one read request: few requests per object, bounded memory per input."""
+"""Bytes fetched by one ranged read request: few requests per object, bounded memory per input."""
+STREAM_BLOCK_BYTES: Final = 8 * 1024 * 1024
+"""Bytes taken at a time from a streamed GET (a read size, not a request: smaller is cheaper)."""
 FIRST_BLOCK_BYTES: Final = 1024 * 1024
 """The first request of a read is smaller: checking an input's first bytes stays cheap."""
 RETRIES: Final = 4
@@ -63,6 +69,8 @@ _BACKOFF_S: Final = 0.5
 _URL: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _CONTENT_KEYS: Final = ("etag", "versionid", "version_id", "generation", "md5hash")
 _TIME_KEYS: Final = ("last_modified", "lastmodified", "updated", "mtime")
+_SKIP_BYTES: Final = 2 * FIRST_BLOCK_BYTES
+_T = TypeVar("_T")
 
 
 def is_remote(name: str) -> bool:
@@ -150,6 +158,9 @@ class RemoteObject:
     fs: Any
     path: str
     info: dict[str, Any] = field(default_factory=dict)
+    first_block: list[bytes] = field(default_factory=list, init=False, repr=False)
+    """The object's first ``FIRST_BLOCK_BYTES`` once read: checking an input reads its first
+    bytes several times (compression, text, CSV header) before the read itself."""
 
     @classmethod
     def lookup(cls, url: str) -> RemoteObject:
@@ -200,20 +211,180 @@ class _NoRanges(Exception):
     """The server answered a range request with the whole object."""
 
 
+class _Changed(Exception):
+    """The object is no longer the one looked up (the message says how): never retried."""
+
+
+class BlockSource(Protocol):
+    """How a :class:`RemoteStream` gets the bytes of its object: ``fetch`` is called for
+    consecutive ranges, front to back, from one thread at a time. After a failed ``fetch``,
+    the next one is for the same ``start`` (a resumed read)."""
+
+    @property
+    def block_bytes(self) -> int:
+        """The size of the blocks this source serves best."""
+        ...
+
+    def fetch(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)``. Raises ``_NoRanges`` (the server ignores Range),
+        ``_Changed`` (the store says the object changed), anything else for a failure that
+        a retry may cure."""
+        ...
+
+    def close(self) -> None:
+        """Let go of any connection held."""
+        ...
+
+
+class _RangedReads:
+    """One ranged request per block through fsspec (``gs://``, ``az://``, ``https://``, and
+    ``s3://`` without botocore)."""
+
+    block_bytes: Final = BLOCK_BYTES
+
+    def __init__(self, obj: RemoteObject) -> None:
+        self.obj = obj
+
+    def fetch(self, start: int, end: int) -> bytes:
+        data = bytes(self.obj.fs.cat_file(self.obj.path, start=start, end=end))
+        if start == 0 and len(data) > end - start:
+            raise _NoRanges  # a server that ignores Range sends the whole object
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+_client_lock = threading.Lock()
+
+
+@functools.cache
+def _s3_client(endpoint: str | None, profile: str | None) -> Any:
+    """A botocore S3 client configured from the same places as s3fs's: the endpoint and retries
+    of ``_storage_options``, credentials and region from the environment, the profile and
+    instance roles. One per endpoint and profile (clients are thread-safe; making one loads the
+    service model), as fsspec keeps one filesystem per set of options."""
+    import botocore.config
+    import botocore.session
+
+    config = botocore.config.Config(**_storage_options("s3")["config_kwargs"])
+    session = botocore.session.get_session()
+    return session.create_client("s3", endpoint_url=endpoint, config=config)
+
+
+class _StreamedGet:
+    """``s3://`` through botocore: the first block with one ranged GET (checking an input's
+    first bytes stays one small request), the rest with one streamed GET to the end of the
+    object, read a block at a time. A failed read is resumed with ``Range: bytes=N-``; a read
+    that starts within the first ``_SKIP_BYTES`` asks for the whole object and drops what it
+    already has (a GET without Range is what every store serves at its best; some copy the
+    whole object to serve any range). Every GET carries ``If-Match`` with the ETag seen at
+    lookup: the store answers 412 rather than the bytes of another version, so a resumed read
+    never mixes two versions."""
+
+    block_bytes: Final = STREAM_BLOCK_BYTES
+
+    def __init__(self, obj: RemoteObject, bucket: str, key: str, etag: str) -> None:
+        self.obj = obj
+        self.bucket = bucket
+        self.key = key
+        self.etag = etag
+        self._body: Any = None
+        self._pos = 0  # the next byte of _body
+
+    @classmethod
+    def of(cls, obj: RemoteObject) -> _StreamedGet | None:
+        """The streamed reader of ``obj``, or None when it is not in S3, has no ETag, or
+        botocore is missing."""
+        etag = obj.info.get("ETag")
+        split = getattr(obj.fs, "split_path", None)
+        if not isinstance(etag, str) or not etag or split is None:
+            return None
+        if REMOTE_SCHEMES.get(obj.url.split("://", 1)[0].lower()) != "s3":
+            return None
+        if importlib.util.find_spec("botocore") is None:  # s3fs brings it
+            return None
+        bucket, key, _ = split(obj.path)
+        return cls(obj, bucket, key, etag)
+
+    def _get(self, start: int, end: int | None) -> Any:
+        endpoint = _storage_options("s3").get("endpoint_url")
+        with _client_lock:  # botocore sessions are not thread-safe while making a client
+            client = _s3_client(endpoint, os.environ.get("AWS_PROFILE"))
+        ranged: dict[str, str] = {}
+        if start > 0 or end is not None:
+            ranged["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        try:
+            answer = client.get_object(
+                Bucket=self.bucket, Key=self.key, IfMatch=self.etag, **ranged
+            )
+        except Exception as exc:  # botocore's ClientError, without importing it eagerly
+            response = getattr(exc, "response", None)
+            error = response.get("Error", {}) if isinstance(response, dict) else {}
+            if str(error.get("Code")) in ("PreconditionFailed", "412"):
+                changed = "changed while being read (the store no longer has its ETag)"
+                raise _Changed(changed) from None
+            raise
+        if ranged and not answer.get("ContentRange"):
+            answer["Body"].close()
+            if start == 0:
+                raise _NoRanges
+            raise OSError("the store ignored the Range header")
+        return answer["Body"]
+
+    def fetch(self, start: int, end: int) -> bytes:
+        try:
+            if start == 0 and self._body is None:
+                body = self._get(0, end)
+                try:
+                    return bytes(body.read())
+                finally:
+                    body.close()
+            if self._body is None or self._pos != start:
+                self.close()
+                skip = start if start <= _SKIP_BYTES else 0
+                self._body, self._pos = self._get(start - skip, None), start - skip
+                while self._pos < start:
+                    dropped = len(self._body.read(start - self._pos))
+                    if not dropped:
+                        break
+                    self._pos += dropped
+            data = bytes(self._body.read(end - start))
+        except BaseException:
+            self.close()
+            raise
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            body.close()
+
+
+def _source_for(obj: RemoteObject) -> BlockSource:
+    """Where the way of reading each kind of store is decided."""
+    return _StreamedGet.of(obj) or _RangedReads(obj)
+
+
 class RemoteStream:
     """Reads one object front to back in blocks, fetching the next block while the current one
-    is consumed; a failed fetch is retried (the same byte range) after checking that the object
-    is unchanged, and the end of the read checks it once more.
+    is consumed (from a :class:`BlockSource`: a streamed GET for ``s3://``, ranged requests
+    through fsspec for the others). A failed fetch is retried from its first byte after
+    checking that the object is unchanged; the end of the read checks it once more (retried
+    as a fetch is).
 
-    Memory: two blocks (the first is ``FIRST_BLOCK_BYTES``, the others ``block_bytes``) plus
+    Memory: two blocks (the first is ``FIRST_BLOCK_BYTES``, the others ``block_bytes``: by
+    default ``STREAM_BLOCK_BYTES`` from a streamed GET, ``BLOCK_BYTES`` by ranged requests) plus
     what the caller asked for.
     """
 
     def __init__(
-        self, obj: RemoteObject, *, block_bytes: int = BLOCK_BYTES, retries: int = RETRIES
+        self, obj: RemoteObject, *, block_bytes: int | None = None, retries: int = RETRIES
     ) -> None:
         self.obj = obj
-        self.block_bytes = block_bytes
+        self._source = _source_for(obj)
+        self.block_bytes = block_bytes or self._source.block_bytes
         self.retries = retries
         self.size = obj.size
         self._next = 0  # first byte not yet fetched or scheduled
@@ -223,19 +394,20 @@ class RemoteStream:
         self._ahead: Future[bytes] | None = None
         self._file: Any = None  # only when the store gives no size (plain streaming)
         self._checked_end = False
+        self._closed = False
 
-    def _fetch(self, start: int, end: int) -> bytes:
+    def _retrying(self, start: int, attempt: Callable[[], _T]) -> _T:
+        """``attempt()``, retried with backoff after checking the object is unchanged."""
         failures = 0
         while True:
             try:
-                data = bytes(self.obj.fs.cat_file(self.obj.path, start=start, end=end))
-                if start == 0 and len(data) > end - start:
-                    raise _NoRanges  # a server that ignores Range sends the whole object
-                if len(data) != end - start:
-                    raise OSError(f"got {len(data)} bytes for a range of {end - start}")
-                return data
+                if failures:
+                    self._check_unchanged()
+                return attempt()
             except _NoRanges:
                 raise
+            except _Changed as exc:
+                raise OSError(f"the object {exc}") from None
             except Exception as exc:  # backends raise their own types (botocore, aiohttp...)
                 failures += 1
                 if failures > self.retries:
@@ -243,10 +415,21 @@ class RemoteStream:
                         f"reading failed at byte {start} after {failures} attempts: {_reason(exc)}"
                     ) from exc
             time.sleep(_BACKOFF_S * 2 ** (failures - 1))
-            self._check_unchanged()
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        def attempt() -> bytes:
+            data = self._source.fetch(start, end)
+            if len(data) != end - start:
+                raise OSError(f"got {len(data)} bytes for a range of {end - start}")
+            return data
+
+        data = self._retrying(start, attempt)
+        if start == 0:
+            self.obj.first_block[:] = [data]
+        return data
 
     def _check_unchanged(self, *, final: bool = False) -> None:
-        """Raise ``OSError`` if the object's identity changed. Between retries, a store that is
+        """Raise ``_Changed`` if the object's identity changed. Between retries, a store that is
         unreachable or (coming back from an outage) does not list the object yet is left to
         the next fetch attempt; at the end of the read it must be there, unchanged."""
         try:
@@ -254,14 +437,14 @@ class RemoteStream:
             info = dict(self.obj.fs.info(self.obj.path))
         except FileNotFoundError:
             if final:
-                raise OSError("the object was deleted while being read") from None
+                raise _Changed("was deleted while being read") from None
             return
         except Exception:  # backends raise their own types
             if final:
                 raise
             return
         if _identity(self.obj.info) != _identity(info):
-            raise OSError("the object changed while being read (its ETag/version/size differ)")
+            raise _Changed("changed while being read (its ETag/version/size differ)")
 
     def _schedule(self) -> None:
         assert self.size is not None
@@ -269,15 +452,21 @@ class RemoteStream:
             step = FIRST_BLOCK_BYTES if self._next == 0 else self.block_bytes
             start, end = self._next, min(self.size, self._next + step)
             self._next = end
-            self._ahead = self._pool.submit(self._fetch, start, end)
+            if start == 0 and self.obj.first_block:
+                self._ahead = Future()
+                self._ahead.set_result(self.obj.first_block[0])
+            else:
+                self._ahead = self._pool.submit(self._fetch, start, end)
 
     def _refill(self) -> bool:
         """Move the fetched block into the buffer; False at the end of the object."""
         self._schedule()
         if self._ahead is None:
             if not self._checked_end:
+                self._source.close()
+                assert self.size is not None
+                self._retrying(self.size, lambda: self._check_unchanged(final=True))
                 self._checked_end = True
-                self._check_unchanged(final=True)
             return False
         ahead, self._ahead = self._ahead, None
         self._buf, self._pos = ahead.result(), 0
@@ -309,7 +498,14 @@ class RemoteStream:
         return b"".join(parts)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._closed:
+            return
+        self._closed = True
+        if self._ahead is not None:
+            self._ahead.cancel()
+        # On the fetching thread, after the fetch in flight: a body is read by one thread only.
+        self._pool.submit(self._source.close)
+        self._pool.shutdown(wait=False)
         self._buf = b""
         if self._file is not None:
             self._file.close()
