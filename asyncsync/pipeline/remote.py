@@ -1,18 +1,37 @@
 """Inputs in object storage or behind HTTP(S): ``s3://``, ``gs://``, ``az://``, ``https://``.
 
-Read through ``fsspec``, streamed: a remote object is read front to back in large blocks
-(``BLOCK_BYTES`` a request), never downloaded whole first. Credentials come from each store's
-own standard places, as its fsspec backend finds them (AWS: environment, profiles, instance
-roles; GCP: application default credentials; Azure: ``AZURE_STORAGE_*`` and the default
-credential chain); nothing here reads, holds or prints them. ``AWS_ENDPOINT_URL_S3`` or
-``AWS_ENDPOINT_URL`` points ``s3://`` at an S3-compatible store.
+Streamed, never downloaded whole first, and read front to back by a :class:`RemoteStream`
+(one block fetched ahead on a thread) from a :class:`BlockSource`, chosen in one place
+(:func:`_source_for`):
+
+* ``s3://``: one streamed GET through botocore (:class:`_StreamedGet`): the first
+  ``FIRST_BLOCK_BYTES`` by a small ranged GET (checking an input reads only its head), then one
+  GET for the rest, read ``STREAM_BLOCK_BYTES`` at a time. A failure resumes it with
+  ``Range: bytes=N-``. Every GET carries ``If-Match`` with the ETag seen at lookup, so that a
+  store holding another version answers 412 instead of its bytes.
+* ``gs://``, ``az://``, ``https://`` (and ``s3://`` without botocore): ranged requests of
+  ``BLOCK_BYTES`` through fsspec; a server that ignores Range is read as one streamed GET.
+
+The trade-off of one stream: a GET per block costs a request per 32 MiB and, on stores that
+copy the whole object to serve any range (some S3 emulators do), the whole object per
+request; one streamed GET costs one request and runs as fast as one connection goes. On AWS
+S3 one connection carries about 100 MB/s, below what the hashing workers take on a few cores;
+AWS's answer for more is several concurrent ranged GETs of 8 to 16 MiB, which this reader does
+not (yet) open: it favours one request and byte-exact resumption over peak throughput.
+
+Credentials come from each store's own standard places, as its fsspec backend (and, for S3,
+botocore, which s3fs brings) finds them (AWS: environment, profiles, instance roles; GCP:
+application default credentials; Azure: ``AZURE_STORAGE_*`` and the default credential chain);
+nothing here reads, holds or prints them. ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``
+points ``s3://`` at an S3-compatible store.
 
 An object is identified by what the store says about it (:meth:`RemoteObject.identity`: ETag,
 version or generation, else modification time; and size), which is what the sync journal
 records, so a rerun resumes an unchanged input and refuses a changed one as for a local file. A read
 that fails (connection reset, server gone) is retried from the byte where it stopped, a few
 times with backoff, after checking that the object still has the identity it had when the
-run began: a changed object is an error, never a silent mix of two versions.
+run began; the end of a read checks it once more: a changed object is an error, never a
+silent mix of two versions.
 
 Names shown to the user (errors, manifest, journal) drop a URL's user info and query string,
 which may hold credentials (a presigned URL's signature).
