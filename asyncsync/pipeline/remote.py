@@ -39,6 +39,7 @@ which may hold credentials (a presigned URL's signature).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -171,20 +172,35 @@ def _identity(info: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class RemoteObject:
-    """One object in a store: where it is and what it was when first looked at."""
+    """One object in a store: where it is and what it was when first looked at.
+
+    ``fs`` (its fsspec filesystem) is made when first used: an ``s3://`` object read as text
+    never needs one (botocore looks it up and reads it; importing s3fs and making its client
+    would double the start-up of a short run).
+    """
 
     url: str
-    fs: Any
     path: str
     info: dict[str, Any] = field(default_factory=dict)
+    made_fs: list[Any] = field(default_factory=list, repr=False)
     first_block: list[bytes] = field(default_factory=list, init=False, repr=False)
     """The object's first ``FIRST_BLOCK_BYTES`` once read: checking an input reads its first
     bytes several times (compression, text, CSV header) before the read itself."""
+
+    @property
+    def fs(self) -> Any:
+        if not self.made_fs:
+            self.made_fs.append(filesystem(self.url)[0])
+        return self.made_fs[0]
 
     @classmethod
     def lookup(cls, url: str) -> RemoteObject:
         """The object at ``url`` (one metadata request). Raises ``InputError`` when it is
         missing, a prefix rather than an object, or unreachable."""
+        where = _s3_key(url)
+        if where is not None:
+            with contextlib.suppress(Exception):  # else fsspec looks again and says what it is
+                return cls(url=url, path="/".join(where), info=_s3_info(*where))
         fs, path = filesystem(url)
         name = display_name(url)
         try:
@@ -196,7 +212,21 @@ class RemoteObject:
             raise InputError(f"{name}: cannot read it ({_reason(exc)})", path=name) from None
         if info.get("type") == "directory":
             raise InputError(f"{name}: is a prefix (directory), not an object", path=name)
-        return cls(url=url, fs=fs, path=path, info=info)
+        return cls(url=url, path=path, info=info, made_fs=[fs])
+
+    def stat(self) -> dict[str, Any]:
+        """What the store says of the object now (one metadata request). Raises
+        ``FileNotFoundError`` when it is gone, the backend's error when it cannot tell."""
+        where = _s3_key(self.url)
+        if where is not None:
+            try:
+                return _s3_info(*where)
+            except Exception as exc:  # botocore's ClientError, without importing it eagerly
+                if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    raise FileNotFoundError(self.name) from None
+                raise
+        self.fs.invalidate_cache(self.path)
+        return dict(self.fs.info(self.path))
 
     @property
     def name(self) -> str:
@@ -277,11 +307,33 @@ class _RangedReads:
 _client_lock = threading.Lock()
 
 
-@functools.cache
-def _s3_client(endpoint: str | None, profile: str | None) -> Any:
+def _s3_key(url: str) -> tuple[str, str] | None:
+    """(bucket, key) of an ``s3://`` object that botocore looks up and reads, or None: not S3,
+    s3fs (the ``s3`` extra, which brings botocore) missing, or a URL that is not plainly
+    ``s3://bucket/key`` (a prefix, a query or fragment): those are left to s3fs."""
+    parts = urlsplit(url)
+    if REMOTE_SCHEMES.get(parts.scheme.lower()) != "s3" or "?" in url or "#" in url:
+        return None
+    bucket, key = parts.netloc, parts.path.lstrip("/")
+    if not bucket or "@" in bucket or not key or key.endswith("/"):
+        return None
+    if importlib.util.find_spec("s3fs") is None or importlib.util.find_spec("botocore") is None:
+        return None
+    return bucket, key
+
+
+def _s3_client() -> Any:
     """A botocore S3 client configured from the same places as s3fs's: the endpoint and retries
     of ``_storage_options``, credentials and region from the environment, the profile and
-    instance roles. One per endpoint and profile (clients are thread-safe; making one loads the
+    instance roles."""
+    endpoint = _storage_options("s3").get("endpoint_url")
+    with _client_lock:  # botocore sessions are not thread-safe while making a client
+        return _cached_s3_client(endpoint, os.environ.get("AWS_PROFILE"))
+
+
+@functools.cache
+def _cached_s3_client(endpoint: str | None, profile: str | None) -> Any:
+    """One client per endpoint and profile (clients are thread-safe; making one loads the
     service model), as fsspec keeps one filesystem per set of options."""
     import botocore.config
     import botocore.session
@@ -289,6 +341,30 @@ def _s3_client(endpoint: str | None, profile: str | None) -> Any:
     config = botocore.config.Config(**_storage_options("s3")["config_kwargs"])
     session = botocore.session.get_session()
     return session.create_client("s3", endpoint_url=endpoint, config=config)
+
+
+def _s3_info(bucket: str, key: str) -> dict[str, Any]:
+    """The object's metadata (one HEAD), in the shape s3fs's ``info`` gives it: the journal's
+    identity of an input is the same whichever looked it up."""
+    out = _s3_client().head_object(Bucket=bucket, Key=key)
+    return {
+        "ETag": out.get("ETag", ""),
+        "LastModified": out.get("LastModified", ""),
+        "size": out["ContentLength"],
+        "name": f"{bucket}/{key}",
+        "type": "file",
+        "StorageClass": out.get("StorageClass", "STANDARD"),
+        "VersionId": out.get("VersionId"),
+        "ContentType": out.get("ContentType"),
+    }
+
+
+def _error_code(exc: BaseException) -> str:
+    """The error code of a botocore ``ClientError`` (``"404"``, ``"PreconditionFailed"``...),
+    else ``""``."""
+    response = getattr(exc, "response", None)
+    error = response.get("Error", {}) if isinstance(response, dict) else {}
+    return str(error.get("Code", "")) if isinstance(error, dict) else ""
 
 
 class _StreamedGet:
@@ -316,20 +392,13 @@ class _StreamedGet:
         """The streamed reader of ``obj``, or None when it is not in S3, has no ETag, or
         botocore is missing."""
         etag = obj.info.get("ETag")
-        split = getattr(obj.fs, "split_path", None)
-        if not isinstance(etag, str) or not etag or split is None:
+        where = _s3_key(obj.url)
+        if not isinstance(etag, str) or not etag or where is None:
             return None
-        if REMOTE_SCHEMES.get(obj.url.split("://", 1)[0].lower()) != "s3":
-            return None
-        if importlib.util.find_spec("botocore") is None:  # s3fs brings it
-            return None
-        bucket, key, _ = split(obj.path)
-        return cls(obj, bucket, key, etag)
+        return cls(obj, *where, etag)
 
     def _get(self, start: int, end: int | None) -> Any:
-        endpoint = _storage_options("s3").get("endpoint_url")
-        with _client_lock:  # botocore sessions are not thread-safe while making a client
-            client = _s3_client(endpoint, os.environ.get("AWS_PROFILE"))
+        client = _s3_client()
         ranged: dict[str, str] = {}
         if start > 0 or end is not None:
             ranged["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
@@ -338,9 +407,7 @@ class _StreamedGet:
                 Bucket=self.bucket, Key=self.key, IfMatch=self.etag, **ranged
             )
         except Exception as exc:  # botocore's ClientError, without importing it eagerly
-            response = getattr(exc, "response", None)
-            error = response.get("Error", {}) if isinstance(response, dict) else {}
-            if str(error.get("Code")) in ("PreconditionFailed", "412"):
+            if _error_code(exc) in ("PreconditionFailed", "412"):
                 changed = "changed while being read (the store no longer has its ETag)"
                 raise _Changed(changed) from None
             raise
@@ -452,8 +519,7 @@ class RemoteStream:
         unreachable or (coming back from an outage) does not list the object yet is left to
         the next fetch attempt; at the end of the read it must be there, unchanged."""
         try:
-            self.obj.fs.invalidate_cache(self.obj.path)
-            info = dict(self.obj.fs.info(self.obj.path))
+            info = self.obj.stat()
         except FileNotFoundError:
             if final:
                 raise _Changed("was deleted while being read") from None
