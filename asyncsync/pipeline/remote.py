@@ -46,6 +46,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ _URL: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _CONTENT_KEYS: Final = ("etag", "versionid", "version_id", "generation", "md5hash")
 _TIME_KEYS: Final = ("last_modified", "lastmodified", "updated", "mtime")
 _SKIP_BYTES: Final = 2 * FIRST_BLOCK_BYTES
+_MAX_PARKED: Final = 4
 _T = TypeVar("_T")
 
 
@@ -170,7 +172,7 @@ def _identity(info: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class RemoteObject:
     """One object in a store: where it is and what it was when first looked at.
 
@@ -186,6 +188,9 @@ class RemoteObject:
     first_block: list[bytes] = field(default_factory=list, init=False, repr=False)
     """The object's first ``FIRST_BLOCK_BYTES`` once read: checking an input reads its first
     bytes several times (compression, text, CSV header) before the read itself."""
+    parked: list[_Parked] = field(default_factory=list, init=False, repr=False)
+    """A streamed GET of the object left open after its first block, and the byte it is at:
+    the read that follows the checks takes it on (see :class:`_StreamedGet`)."""
 
     @property
     def fs(self) -> Any:
@@ -367,15 +372,49 @@ def _error_code(exc: BaseException) -> str:
     return str(error.get("Code", "")) if isinstance(error, dict) else ""
 
 
+class _Parked:
+    """A streamed GET left open at byte ``pos``. At most ``_MAX_PARKED`` in a process: each
+    holds a connection out of botocore's pool."""
+
+    _count = 0
+    _lock = threading.Lock()
+
+    def __init__(self, body: Any, pos: int) -> None:
+        self._body: Any = body
+        self.pos = pos
+
+    @classmethod
+    def of(cls, body: Any, pos: int) -> _Parked | None:
+        """``body`` parked, or None when as many are parked as may be."""
+        with cls._lock:
+            if cls._count >= _MAX_PARKED:
+                return None
+            cls._count += 1
+        return cls(body, pos)
+
+    def take(self) -> Any:
+        """The body (None once taken or closed)."""
+        with self._lock:
+            body, self._body = self._body, None
+            if body is not None:
+                _Parked._count -= 1
+        return body
+
+    def close(self) -> None:
+        body = self.take()
+        if body is not None:
+            body.close()
+
+
 class _StreamedGet:
-    """``s3://`` through botocore: the first block with one ranged GET (checking an input's
-    first bytes stays one small request), the rest with one streamed GET to the end of the
-    object, read a block at a time. A failed read is resumed with ``Range: bytes=N-``; a read
-    that starts within the first ``_SKIP_BYTES`` asks for the whole object and drops what it
-    already has (a GET without Range is what every store serves at its best; some copy the
-    whole object to serve any range). Every GET carries ``If-Match`` with the ETag seen at
-    lookup: the store answers 412 rather than the bytes of another version, so a resumed read
-    never mixes two versions."""
+    """``s3://`` through botocore: one streamed GET of the whole object, read a block at a
+    time. Its first block serves the checks of an input (compression, text, CSV header), and
+    the GET waits, parked on the :class:`RemoteObject` (at most ``_MAX_PARKED`` in a process,
+    closed when the object is collected), for the read that follows, which takes it on: an
+    input costs one GET. A failed read is resumed with ``Range: bytes=N-``; a read that starts
+    within the first ``_SKIP_BYTES`` asks for the whole object and drops what it already has.
+    Every GET carries ``If-Match`` with the ETag seen at lookup: the store answers 412 rather
+    than the bytes of another version, so a resumed read never mixes two versions."""
 
     block_bytes: Final = STREAM_BLOCK_BYTES
 
@@ -418,14 +457,36 @@ class _StreamedGet:
             raise OSError("the store ignored the Range header")
         return answer["Body"]
 
+    def _park(self) -> None:
+        body, self._body = self._body, None
+        parked = _Parked.of(body, self._pos) if self._pos < (self.obj.size or 0) else None
+        if parked is None:
+            body.close()
+            return
+        self.obj.parked.append(parked)
+        weakref.finalize(self.obj, parked.close)
+
+    def _take_parked(self, start: int) -> None:
+        while self.obj.parked:
+            try:
+                parked = self.obj.parked.pop()
+            except IndexError:  # taken meanwhile
+                return
+            if self._body is None and parked.pos == start:
+                self._body, self._pos = parked.take(), start
+            else:
+                parked.close()
+
     def fetch(self, start: int, end: int) -> bytes:
         try:
+            if self._body is None:
+                self._take_parked(start)
             if start == 0 and self._body is None:
-                body = self._get(0, end)
-                try:
-                    return bytes(body.read())
-                finally:
-                    body.close()
+                self._body, self._pos = self._get(0, None), 0
+                data = bytes(self._body.read(end))
+                self._pos = len(data)
+                self._park()
+                return data
             if self._body is None or self._pos != start:
                 self.close()
                 skip = start if start <= _SKIP_BYTES else 0
@@ -517,12 +578,13 @@ class RemoteStream:
     def _check_unchanged(self, *, final: bool = False) -> None:
         """Raise ``_Changed`` if the object's identity changed. Between retries, a store that is
         unreachable or (coming back from an outage) does not list the object yet is left to
-        the next fetch attempt; at the end of the read it must be there, unchanged."""
+        the next fetch attempt; at the end of the read it must be there (the check is retried
+        as a fetch is), unchanged."""
         try:
             info = self.obj.stat()
         except FileNotFoundError:
-            if final:
-                raise _Changed("was deleted while being read") from None
+            if final:  # retried: a store back from an outage may not list it at once
+                raise FileNotFoundError("the object is gone") from None
             return
         except Exception:  # backends raise their own types
             if final:
