@@ -60,7 +60,7 @@ from asyncsync.pipeline.dedupe import (
     merge_group,
     plan_groups,
 )
-from asyncsync.pipeline.parquet import ParquetInput
+from asyncsync.pipeline.parquet import is_parquet
 from asyncsync.pipeline.parts import (
     PART_GLOB,
     TMP_SUFFIX,
@@ -72,6 +72,7 @@ from asyncsync.pipeline.parts import (
     write_json_atomic,
     write_part,
 )
+from asyncsync.pipeline.remote import is_remote
 from asyncsync.pipeline.source import (
     MAX_RECORD_BYTES,
     InputSpec,
@@ -734,16 +735,22 @@ async def prepare(
     opts = _options(options, option_fields)
     started = time.perf_counter()
     names = [os.fspath(x) for x in inputs]
-    specs = await asyncio.to_thread(open_inputs, names, opts.column, opts.id_type)
-    root = await asyncio.to_thread(_prepare_out_dir, Path(out_dir))
-    spill = await asyncio.to_thread(_make_spill_dir, opts.spill_dir or root)
-    settings = _hash_settings(opts, spill)
     # The pool starts on a thread (a fresh interpreter and its imports: about half a second),
     # leaving the event loop free; the first chunks are hashed meanwhile (see _hash_step).
-    preload = _PARQUET_MODULES if any(isinstance(s.external, ParquetInput) for s in specs) else ()
-    starting = asyncio.ensure_future(
-        asyncio.to_thread(_start_pool, opts.resolved_workers(), preload)
-    )
+    # Inputs looked up over the network are checked while it starts; local ones first (an
+    # error in them then costs no pool).
+    starting = _start_pool_for(names, opts) if any(is_remote(n) for n in names) else None
+    try:
+        specs = await asyncio.to_thread(open_inputs, names, opts.column, opts.id_type)
+        root = await asyncio.to_thread(_prepare_out_dir, Path(out_dir))
+        spill = await asyncio.to_thread(_make_spill_dir, opts.spill_dir or root)
+    except BaseException:
+        if starting is not None:
+            await _shutdown(starting)
+        raise
+    settings = _hash_settings(opts, spill)
+    if starting is None:
+        starting = _start_pool_for(names, opts)
     try:
         reporter(StageChanged(stage="prepare", started=True))
         stats = await _hash_step(starting, specs, opts, settings, reporter)
@@ -821,6 +828,13 @@ def _discard_tmp(root: Path) -> None:
 
 _PARQUET_MODULES: Final = ("pyarrow.parquet", "pyarrow.compute")
 """What the workers' fork server imports once when an input is Parquet."""
+
+
+def _start_pool_for(names: list[str], opts: PrepareOptions) -> asyncio.Future[ProcessPoolExecutor]:
+    """The pool for ``names``, starting on a thread; its fork server imports pyarrow once when
+    an input is Parquet."""
+    preload = _PARQUET_MODULES if any(is_parquet(n) for n in names) else ()
+    return asyncio.ensure_future(asyncio.to_thread(_start_pool, opts.resolved_workers(), preload))
 
 
 def _start_pool(workers: int, preload: tuple[str, ...] = ()) -> ProcessPoolExecutor:

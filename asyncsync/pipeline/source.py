@@ -61,6 +61,7 @@ __all__ = [
     "LineTooLongError",
     "RangeJob",
     "binary_reason",
+    "count_line_ends",
     "csv_values",
     "is_stream",
     "iter_jobs",
@@ -512,6 +513,12 @@ def open_inputs(
     return [_check_one(i, name, parsed, id_type) for i, name in enumerate(inputs)]
 
 
+def count_line_ends(data: bytes | bytearray) -> int:
+    """How many ``\n`` bytes ``data`` holds (numpy's compare and count run at memory speed,
+    several times faster than ``bytes.count`` of one byte)."""
+    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))
+
+
 def _record_cut(buf: bytes | bytearray, is_csv: bool) -> int:
     """Length of the longest prefix of ``buf`` made of whole lines (or whole CSV records)."""
     cut = buf.rfind(b"\n") + 1
@@ -618,6 +625,11 @@ class _ChunkReader:
             if not block:
                 self.eof = True
                 continue
+            if self.csv is None:
+                out = self._whole_lines(block)
+                if out is None:
+                    continue
+                return out
             carried = len(self.carry)
             self.carry += block
             cut = _record_cut(self.carry, self.csv is not None)
@@ -632,13 +644,33 @@ class _ChunkReader:
                 continue
             return self._hand_out(cut)
 
+    def _whole_lines(self, block: bytes) -> bytes | None:
+        """The carried line and ``block`` up to its last line end, in one copy; None when
+        ``block`` holds no line end (it is carried)."""
+        last = block.rfind(b"\n")
+        if self.carry or last < 0:  # the carried line ends at the block's first line end
+            first = block.find(b"\n")
+            if len(self.carry) + (first if first >= 0 else len(block)) > MAX_RECORD_BYTES:
+                raise LineTooLongError(self.spec.name, self._lines + 1)
+        if last < 0:
+            self.carry += block
+            return None
+        with memoryview(block) as view:
+            out = b"".join((self.carry, view[: last + 1])) if self.carry else block[: last + 1]
+            self.carry = bytearray(view[last + 1 :])
+        self._count(out)
+        return out
+
     def _hand_out(self, cut: int) -> bytes:
         with memoryview(self.carry) as view:
             out = bytes(view[:cut])
         del self.carry[:cut]
-        self.lines_before = self._lines
-        self._lines += out.count(b"\n")
+        self._count(out)
         return out
+
+    def _count(self, out: bytes) -> None:
+        self.lines_before = self._lines
+        self._lines += count_line_ends(out)
 
     def close(self) -> None:
         with self._lock:

@@ -21,7 +21,14 @@ import numpy.typing as npt
 
 from asyncsync.pipeline.dedupe import spill_chunk
 from asyncsync.pipeline.parquet import ColumnJob, RowGroupJob, column_arrays, column_hashes
-from asyncsync.pipeline.source import DataJob, Job, RangeJob, csv_values, read_range
+from asyncsync.pipeline.source import (
+    DataJob,
+    Job,
+    RangeJob,
+    count_line_ends,
+    csv_values,
+    read_range,
+)
 from asyncsync.rules.hashing import hash_chunk, hash_values
 from asyncsync.rules.limits import HashAlgo, IdType
 
@@ -188,7 +195,7 @@ def hash_job(job: Job, settings: HashSettings) -> ChunkResult:
         seq=job.seq,
         input_index=job.input_index,
         rows=hashed.rows,
-        newlines=data.count(b"\n"),
+        newlines=count_line_ends(data),
         bytes_read=bytes_read,
         valid=hashed.valid,
         rejected=hashed.rejected,
