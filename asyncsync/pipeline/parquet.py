@@ -30,18 +30,17 @@ from __future__ import annotations
 
 import glob as globlib
 import os
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-import numpy.typing as npt
 
 from asyncsync.errors import InputError
 from asyncsync.pipeline.remote import RemoteObject, display_name, filesystem, is_remote
 from asyncsync.rules.engine import native_for
-from asyncsync.rules.hashing import ChunkHashes, digest_size, hash_chunk, hash_spans
+from asyncsync.rules.hashing import ChunkHashes, digest_size, hash_arrow, hash_chunk
 
 __all__ = [
     "PARQUET_SUFFIXES",
@@ -49,11 +48,13 @@ __all__ = [
     "DatasetFile",
     "ParquetInput",
     "RowGroupJob",
+    "batch_rows",
     "column_arrays",
     "column_hashes",
     "column_lines",
     "dataset_files",
     "is_parquet",
+    "joined_hashes",
 ]
 
 PARQUET_MAGIC: Final = b"PAR1"
@@ -118,6 +119,7 @@ class RowGroupJob:
     path: str
     column: str
     row_groups: tuple[int, ...]
+    batch_rows: int = 1 << 17  # rows per record batch the worker reads and hashes at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,14 +384,23 @@ def _as_binary(array: Any) -> Any:
     """``array`` as binary or large binary (zero-copy from strings), dictionaries decoded,
     integers written in decimal."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
     if pa.types.is_integer(array.type):
+        import pyarrow.compute as pc  # only here: its import costs a worker's start-up
+
         array = pc.cast(array, pa.string())
-    large = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
-    return pc.cast(array, pa.large_binary() if large else pa.binary())
+    kind = array.type
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return array
+    if pa.types.is_string(kind):
+        return array.view(pa.binary())  # the same buffers
+    if pa.types.is_large_string(kind):
+        return array.view(pa.large_binary())
+    import pyarrow.compute as pc
+
+    return pc.cast(array, pa.binary())  # views
 
 
 def column_lines(job: ColumnJob) -> bytes:
@@ -424,80 +435,87 @@ def _lines(arrays: Sequence[Any]) -> bytes:
     return b"".join(out)
 
 
-def column_arrays(job: ColumnJob | RowGroupJob) -> tuple[Any, ...]:
-    """The job's arrays of the ID column; a :class:`RowGroupJob`'s row groups are read here
-    (worker side). Raises ``InputError`` when the file cannot be read."""
+def batch_rows(chunk_bytes: int) -> int:
+    """Rows per record batch when values of about ``chunk_bytes`` are read at a time."""
+    return max(1024, chunk_bytes // _BATCH_VALUE_BYTES)
+
+
+def column_arrays(job: ColumnJob | RowGroupJob) -> Iterator[Any]:
+    """The job's arrays of the ID column, in row order; a :class:`RowGroupJob`'s row groups
+    are read here (worker side), one record batch of ``batch_rows`` rows at a time, through a
+    read buffer of :data:`READ_BUFFER_BYTES`, so that a worker never holds a whole row group.
+    Raises ``InputError`` when the file cannot be read."""
     if isinstance(job, ColumnJob):
-        return job.arrays
+        yield from job.arrays
+        return
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:  # mapped and read in one go: about a third less CPU than through a read buffer
-        reader = pq.ParquetFile(job.path, memory_map=True, pre_buffer=True)
-        groups = list(job.row_groups)
-        table = reader.read_row_groups(groups, columns=[job.column], use_threads=False)
-        reader.close()
+    try:
+        with pq.ParquetFile(job.path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False) as reader:
+            # One thread: the pool already runs one worker per core.
+            for batch in reader.iter_batches(
+                batch_size=job.batch_rows,
+                row_groups=list(job.row_groups),
+                columns=[job.column],
+                use_threads=False,
+            ):
+                yield batch.column(0)
     except (pa.ArrowException, OSError) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{job.file}: cannot read it ({text})", path=job.file) from exc
-    return tuple(table.column(0).chunks)
 
 
-def _spans(values: Any) -> tuple[Any, npt.NDArray[np.int64]] | None:
-    """(data buffer, (start, end) per row) of a binary array for the native engine's rows, a
-    null as an empty span; None when a value holds ``\\n`` (it must read as malformed, which
-    the line path does)."""
+def _offsets_of(values: Any) -> tuple[Any, bool, int, int]:
+    """(offsets buffer, whether int64, first and end byte of the values) of a binary or large
+    binary array (an array of nulls only may have no offsets buffer: then None, 0, 0)."""
     import pyarrow as pa
 
-    _, offsets, data = values.buffers()[:3]
-    n = len(values)
-    width = np.int64 if pa.types.is_large_binary(values.type) else np.int32
-    ends: npt.NDArray[Any] = (
-        np.zeros(n + 1, dtype=np.int64)
-        if offsets is None
-        else np.frombuffer(offsets, dtype=width)[values.offset : values.offset + n + 1]
-    )
-    raw = memoryview(b"") if data is None else memoryview(data)
-    lo, hi = int(ends[0]), int(ends[-1])
-    if bytes(raw[lo:hi]).find(b"\n") >= 0:  # one memchr
-        return None
-    bounds = np.empty((n, 2), dtype=np.int64)
-    bounds[:, 0] = ends[:-1]
-    bounds[:, 1] = ends[1:]
-    if values.null_count:
-        nulls = values.is_null().to_numpy(zero_copy_only=False)
-        bounds[nulls, 1] = bounds[nulls, 0]
-    return raw, bounds
+    offsets = values.buffers()[1]
+    wide = pa.types.is_large_binary(values.type)
+    if offsets is None:
+        return None, wide, 0, 0
+    width = np.int64 if wide else np.int32
+    bounds = np.frombuffer(offsets, dtype=width)
+    return offsets, wide, int(bounds[values.offset]), int(bounds[values.offset + len(values)])
 
 
-def column_hashes(arrays: Sequence[Any], **kw: Any) -> tuple[ChunkHashes, int, int]:
+def column_hashes(arrays: Iterable[Any], **kw: Any) -> Iterator[tuple[ChunkHashes, int]]:
     """Hash the values of ``arrays`` as :func:`column_lines` would give them, one row per value
-    (worker side): (hashes, rows, bytes of values read).
+    (worker side): (hashes, bytes the values take as text lines) per non-empty array, in order.
 
-    With the native engine each array's value buffer and offsets go to it as row spans, with no
-    copy into lines; the Python engine, and an array holding a value with a line end, take the
-    line path. The results are those of the same values as text lines.
+    With the native engine each array's value buffer, offsets and validity bitmap go to it as
+    they are (:func:`~asyncsync.rules.hashing.hash_arrow`), with no copy; the Python engine
+    takes the line path. The results are those of the same values as text lines.
     """
     native = native_for(kw.get("engine"))
-    parts: list[ChunkHashes] = []
-    nbytes = 0
     for array in arrays:
         if len(array) == 0:
             continue
         values = _as_binary(array)
-        spans = None if native is None else _spans(values)
-        if spans is None:
+        if native is None:
             data = _lines([values])
-            nbytes += len(data)
-            parts.append(hash_chunk(data, **kw))
+            yield hash_chunk(data, **kw), len(data)
             continue
-        raw, bounds = spans
-        nbytes += int(bounds[-1, 1] - bounds[0, 0]) + len(bounds)
-        hashed = hash_spans(raw, bounds, **kw)
+        offsets, wide, lo, hi = _offsets_of(values)
+        hashed = hash_arrow(
+            values.buffers()[2],
+            offsets,
+            wide=wide,
+            first=values.offset,
+            rows=len(values),
+            validity=values.buffers()[0] if values.null_count else None,
+            **kw,
+        )
         if hashed is None:  # national phone numbers to count: as lines
             hashed = hash_chunk(_lines([values]), **kw)
-        parts.append(hashed)
-    return _joined(parts, kw.get("sample_cap", 100), kw), sum(p.rows for p in parts), nbytes
+        yield hashed, hi - lo + len(values)
+
+
+def joined_hashes(parts: Sequence[ChunkHashes], **kw: Any) -> ChunkHashes:
+    """One result of consecutive arrays' results (sample rows renumbered, at most
+    ``sample_cap``); ``kw`` as for :func:`column_hashes`."""
+    return _joined(list(parts), kw.get("sample_cap", 100), kw)
 
 
 def _joined(parts: list[ChunkHashes], sample_cap: int, kw: dict[str, Any]) -> ChunkHashes:
