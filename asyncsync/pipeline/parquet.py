@@ -61,6 +61,9 @@ PARQUET_MAGIC: Final = b"PAR1"
 PARQUET_SUFFIXES: Final = (".parquet", ".parq", ".pq")
 READ_BUFFER_BYTES: Final = 1 << 20
 """pyarrow reads column chunks through a buffer of this size (a row group is never read whole)."""
+READ_BATCH_ROWS: Final = 1 << 15
+"""Rows per record batch a worker reads: about 1 MiB of a typical ID column, small enough to
+stay in the CPU's cache from decoding to hashing (larger batches cost more CPU)."""
 _BATCH_VALUE_BYTES: Final = 40
 """Bytes a value is assumed to take when a batch's row count is chosen from ``chunk_bytes``."""
 _MALFORMED: Final = b"\x00"
@@ -119,7 +122,7 @@ class RowGroupJob:
     path: str
     column: str
     row_groups: tuple[int, ...]
-    batch_rows: int = 1 << 17  # rows per record batch the worker reads and hashes at a time
+    run_rows: int = 1 << 17  # rows the worker hashes before it spills their digests
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +359,7 @@ class ParquetInput:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        target = max(1024, chunk_bytes // _BATCH_VALUE_BYTES)
+        target = batch_rows(chunk_bytes)
         held: list[Any] = []
         held_rows = 0
         for f in self.files if files is None else files:
@@ -436,15 +439,15 @@ def _lines(arrays: Sequence[Any]) -> bytes:
 
 
 def batch_rows(chunk_bytes: int) -> int:
-    """Rows per record batch when values of about ``chunk_bytes`` are read at a time."""
+    """Rows in about ``chunk_bytes`` of values."""
     return max(1024, chunk_bytes // _BATCH_VALUE_BYTES)
 
 
 def column_arrays(job: ColumnJob | RowGroupJob) -> Iterator[Any]:
     """The job's arrays of the ID column, in row order; a :class:`RowGroupJob`'s row groups
-    are read here (worker side), one record batch of ``batch_rows`` rows at a time, through a
-    read buffer of :data:`READ_BUFFER_BYTES`, so that a worker never holds a whole row group.
-    Raises ``InputError`` when the file cannot be read."""
+    are read here (worker side), one record batch of at most :data:`READ_BATCH_ROWS` rows at a
+    time, through a read buffer of :data:`READ_BUFFER_BYTES`, so that a worker never holds a
+    whole row group. Raises ``InputError`` when the file cannot be read."""
     if isinstance(job, ColumnJob):
         yield from job.arrays
         return
@@ -455,7 +458,7 @@ def column_arrays(job: ColumnJob | RowGroupJob) -> Iterator[Any]:
         with pq.ParquetFile(job.path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False) as reader:
             # One thread: the pool already runs one worker per core.
             for batch in reader.iter_batches(
-                batch_size=job.batch_rows,
+                batch_size=min(job.run_rows, READ_BATCH_ROWS),
                 row_groups=list(job.row_groups),
                 columns=[job.column],
                 use_threads=False,

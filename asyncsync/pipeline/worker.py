@@ -205,9 +205,9 @@ def _hash_column_job(
     job: ColumnJob | RowGroupJob, settings: HashSettings, kw: dict[str, Any], spill_path: str
 ) -> ChunkResult:
     """Hash a Parquet chunk array by array and spill its digests as they come, in runs of about
-    ``batch_rows`` rows (a :class:`RowGroupJob`'s record batches; a :class:`ColumnJob` is one
-    run), so that a worker holds one batch and its digests, never a whole row group's."""
-    run_rows = job.batch_rows if isinstance(job, RowGroupJob) else None
+    ``run_rows`` rows (a :class:`RowGroupJob`; a :class:`ColumnJob` is one run), so that a
+    worker holds a few record batches and their digests, never a whole row group's."""
+    run_rows = job.run_rows if isinstance(job, RowGroupJob) else None
     runs: list[npt.NDArray[np.int32]] = []
     held: list[ChunkHashes] = []
     rows = valid = bytes_read = national = 0
