@@ -5,7 +5,8 @@
 Runs the worker-side functions of ``prepare`` one stage at a time over the whole input, in one
 process per engine (``ASYNCSYNC_ENGINE`` set for it; no pool, no pipelining), and reports CPU
 seconds (``time.process_time``) and ns per input row for each stage: read (plain-file byte
-ranges), hash (normalize + validate + hash), spill (bucketing the digests), merge (sort + exact
+ranges; for a ``.parquet`` file, its row groups decoded into record batches as the workers read
+them), hash (normalize + validate + hash), spill (bucketing the digests), merge (sort + exact
 dedupe), parts (hex, MD5, write).
 CPU time, not wall time, so that a busy machine disturbs the figures less; ``prepare`` runs
 these stages on every core at once, so its wall time is about their sum over the core count
@@ -23,18 +24,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
 from asyncsync.pipeline.dedupe import MergeSource, merge_group, plan_groups, spill_chunk
+from asyncsync.pipeline.parquet import (
+    PARQUET_SUFFIXES,
+    ParquetInput,
+    RowGroupJob,
+    column_arrays,
+    column_hashes,
+    joined_hashes,
+)
 from asyncsync.pipeline.parts import PartSource, rows_per_part, write_part
 from asyncsync.pipeline.source import RangeJob, read_range
 from asyncsync.pipeline.worker import init_worker
 from asyncsync.rules.engine import ENGINE_ENV, active_engine
-from asyncsync.rules.hashing import hash_chunk
+from asyncsync.rules.hashing import ChunkHashes, hash_chunk
 from asyncsync.rules.limits import DEFAULT_MAX_FILE_BYTES
 
 T = TypeVar("T")
@@ -49,21 +58,44 @@ def timed(totals: dict[str, float], key: str, fn: Callable[[], T]) -> T:
     return out
 
 
-def run(src: Path, kind: str, algo: str, work: Path) -> dict[str, object]:
-    engine = active_engine()
-    totals: dict[str, float] = {}
+def _hashed(src: Path, kind: str, algo: str, totals: dict[str, float]) -> Iterator[ChunkHashes]:
+    """The input's chunks, read and hashed (timed as "read" and "hash"): byte ranges of a text
+    file, or the record batches of a Parquet file's row groups as the workers read them."""
+    if src.suffix in PARQUET_SUFFIXES:
+        dataset = ParquetInput.open(str(src), None)
+        for f in dataset.files:
+            for groups, _ in dataset.row_group_plan(f, CHUNK) or ():
+                assert f.local is not None
+                job = RowGroupJob(0, 0, f.name, 0, f.name, f.local, dataset.column, groups)
+                arrays = timed(totals, "read", lambda job=job: list(column_arrays(job)))  # type: ignore[misc]
+                yield timed(
+                    totals,
+                    "hash",
+                    lambda a=arrays: joined_hashes(  # type: ignore[misc]
+                        [h for h, _ in column_hashes(a, id_type=kind, hash_algo=algo)],
+                        id_type=kind,
+                        hash_algo=algo,
+                    ),
+                )
+        return
     size = os.path.getsize(src)
-    rows = 0
-    spills: list[tuple[str, np.ndarray]] = []
-    digest_size = 32 if algo == "sha256" else 16
     for seq, start in enumerate(range(0, size, CHUNK)):
         job = RangeJob(seq, 0, str(src), str(src), start, min(start + CHUNK, size))
         data = timed(totals, "read", lambda job=job: read_range(job))  # type: ignore[misc]
-        hashed = timed(
+        yield timed(
             totals,
             "hash",
             lambda data=data: hash_chunk(data, id_type=kind, hash_algo=algo),  # type: ignore[misc]
         )
+
+
+def run(src: Path, kind: str, algo: str, work: Path) -> dict[str, object]:
+    engine = active_engine()
+    totals: dict[str, float] = {}
+    rows = 0
+    spills: list[tuple[str, np.ndarray]] = []
+    digest_size = 32 if algo == "sha256" else 16
+    for seq, hashed in enumerate(_hashed(src, kind, algo, totals)):
         rows += hashed.rows
         path = str(work / f"chunk-{seq:06d}.bin")
         counts = timed(

@@ -4,7 +4,9 @@
  * validates and normalizes each line (rules.h) and writes the binary digest of every valid one
  * (sha256.h, md5.h) into one buffer, in line order. Lines that rules.h hands back (DEFER) get a
  * zeroed slot in that buffer and are returned to Python, which normalizes them with the
- * reference rules and fills or drops their slot. hex_lines() is the part writer's encoder.
+ * reference rules and fills or drops their slot. hash_arrow() does the same for the values of
+ * an Arrow binary array, straight from its value buffer through its offsets and validity bitmap
+ * (a Parquet column), each value one row. hex_lines() is the part writer's encoder.
  *
  * Needs only a C compiler and Python's headers. */
 #define PY_SSIZE_T_CLEAN
@@ -30,6 +32,10 @@ typedef struct {
     const uint8_t *data;
     size_t len;
     const int64_t *bounds; /* (start, end) per row, or NULL: split data on '\n' */
+    const void *offsets;   /* or: Arrow offsets (int32 or int64), row r = [off[r], off[r+1]) */
+    int wide;              /* offsets are int64 */
+    const uint8_t *validity; /* Arrow validity bitmap (NULL: no null), bit = first + row */
+    size_t first;          /* the array's offset into its offsets and bitmap */
     size_t rows;
     int kind, algo;
     unsigned flags;
@@ -94,6 +100,15 @@ static int grow_scratch(chunk_job *job, size_t n) {
     return 1;
 }
 
+static void reject_row(chunk_job *job, size_t row, int st) {
+    job->counts[st]++;
+    if (job->samples < job->sample_cap) {
+        job->sample_index[job->samples] = (int64_t)row;
+        job->sample_reason[job->samples] = (uint8_t)st;
+        job->samples++;
+    }
+}
+
 /* One line [start, end) of data: its status, and its digest in the next slot when valid. */
 static void one_line(chunk_job *job, size_t row, size_t start, size_t end) {
     const uint8_t *s = job->data + start;
@@ -156,12 +171,12 @@ static void one_line(chunk_job *job, size_t row, size_t start, size_t end) {
         job->slots++;
         return;
     }
-    job->counts[st]++;
-    if (job->samples < job->sample_cap) {
-        job->sample_index[job->samples] = (int64_t)row;
-        job->sample_reason[job->samples] = (uint8_t)st;
-        job->samples++;
-    }
+    reject_row(job, row, st);
+}
+
+static inline size_t arrow_offset(const chunk_job *job, size_t r) {
+    if (job->wide) return (size_t)((const int64_t *)job->offsets)[job->first + r];
+    return (size_t)((const int32_t *)job->offsets)[job->first + r];
 }
 
 static void run_job(chunk_job *job) {
@@ -171,6 +186,21 @@ static void run_job(chunk_job *job) {
     if (job->bounds) {
         for (size_t r = 0; r < job->rows && !job->no_memory; r++)
             one_line(job, r, (size_t)job->bounds[2 * r], (size_t)job->bounds[2 * r + 1]);
+    } else if (job->offsets) {
+        /* One memchr over all the values; each row is searched only when it finds a '\n'. */
+        size_t lo = arrow_offset(job, 0), hi = arrow_offset(job, job->rows);
+        int any_nl = hi > lo && memchr(job->data + lo, '\n', hi - lo) != NULL;
+        for (size_t r = 0; r < job->rows && !job->no_memory; r++) {
+            size_t start = arrow_offset(job, r), end = arrow_offset(job, r + 1);
+            size_t bit = job->first + r;
+            if (job->validity && !((job->validity[bit >> 3] >> (bit & 7)) & 1)) {
+                one_line(job, r, start, start); /* a null: an empty line */
+            } else if (any_nl && end > start && memchr(job->data + start, '\n', end - start)) {
+                reject_row(job, r, ST_MALFORMED); /* as text it would be two lines */
+            } else {
+                one_line(job, r, start, end);
+            }
+        }
     } else {
         size_t pos = 0, row = 0;
         while (pos < job->len && !job->no_memory) {
@@ -194,10 +224,73 @@ static size_t count_rows(const uint8_t *data, size_t len) {
     return rows;
 }
 
+/* Hash the rows ``job`` describes (its data, kind, algo, flags and rows set) into the tuple
+ * hash_lines() returns; frees what the job allocated. */
+static PyObject *hash_job_rows(chunk_job *job, Py_ssize_t sample_cap) {
+    PyObject *result = NULL, *digests = NULL, *sample = NULL, *deferred = NULL;
+    job->dsize = job->kind == K_SHA256 ? 32
+                 : job->kind == K_MD5  ? 16
+                 : job->algo == A_MD5  ? 16
+                                       : 32;
+    job->sample_cap = (size_t)sample_cap < job->rows ? (size_t)sample_cap : job->rows;
+    digests = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(job->rows * job->dsize));
+    if (!digests) goto done;
+    job->digests = (uint8_t *)PyBytes_AS_STRING(digests);
+    job->sample_index = PyMem_RawMalloc(job->sample_cap * sizeof(int64_t) + 1);
+    job->sample_reason = PyMem_RawMalloc(job->sample_cap + 1);
+    if (!job->sample_index || !job->sample_reason) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    run_job(job);
+    Py_END_ALLOW_THREADS
+    if (job->no_memory) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (_PyBytes_Resize(&digests, (Py_ssize_t)(job->slots * job->dsize)) < 0) goto done;
+    sample = PyList_New((Py_ssize_t)job->samples);
+    if (!sample) goto done;
+    for (size_t i = 0; i < job->samples; i++) {
+        PyObject *t = Py_BuildValue("(Li)", (long long)job->sample_index[i], job->sample_reason[i]);
+        if (!t) goto done;
+        PyList_SET_ITEM(sample, (Py_ssize_t)i, t);
+    }
+    deferred = PyList_New((Py_ssize_t)job->n_deferred);
+    if (!deferred) goto done;
+    for (size_t i = 0; i < job->n_deferred; i++) {
+        deferred_line *d = &job->deferred[i];
+        PyObject *t = Py_BuildValue("(LLLL)", (long long)d->index, (long long)d->slot,
+                                    (long long)d->start, (long long)d->end);
+        if (!t) goto done;
+        PyList_SET_ITEM(deferred, (Py_ssize_t)i, t);
+    }
+    result = Py_BuildValue("(On(nnn)OO)", digests, (Py_ssize_t)job->rows, job->counts[ST_EMPTY],
+                           job->counts[ST_MALFORMED], job->counts[ST_ZERO_ID], sample, deferred);
+done:
+    Py_XDECREF(digests);
+    Py_XDECREF(sample);
+    Py_XDECREF(deferred);
+    PyMem_RawFree(job->sample_index);
+    PyMem_RawFree(job->sample_reason);
+    free(job->deferred);
+    free(job->scratch);
+    return result;
+}
+
+static int check_kind(int kind, int algo, Py_ssize_t sample_cap) {
+    if (kind < K_MAID || kind > K_MD5 || (algo != A_SHA256 && algo != A_MD5) || sample_cap < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad kind, algo or sample_cap");
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *hash_lines(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"data", "kind", "algo", "flags", "sample_cap", "bounds", NULL};
     Py_buffer data = {0}, bounds = {0};
-    PyObject *bounds_obj = Py_None, *result = NULL, *digests = NULL;
+    PyObject *bounds_obj = Py_None, *result = NULL;
     int kind, algo;
     unsigned int flags;
     Py_ssize_t sample_cap;
@@ -206,16 +299,12 @@ static PyObject *hash_lines(PyObject *self, PyObject *args, PyObject *kwargs) {
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*iiIn|O", names, &data, &kind, &algo,
                                      &flags, &sample_cap, &bounds_obj))
         return NULL;
-    if (kind < K_MAID || kind > K_MD5 || (algo != A_SHA256 && algo != A_MD5) || sample_cap < 0) {
-        PyErr_SetString(PyExc_ValueError, "bad kind, algo or sample_cap");
-        goto done;
-    }
+    if (!check_kind(kind, algo, sample_cap)) goto done;
     job.data = data.buf;
     job.len = (size_t)data.len;
     job.kind = kind;
     job.algo = algo;
     job.flags = flags;
-    job.dsize = kind == K_SHA256 ? 32 : kind == K_MD5 ? 16 : algo == A_MD5 ? 16 : 32;
     if (bounds_obj != Py_None) {
         if (PyObject_GetBuffer(bounds_obj, &bounds, PyBUF_SIMPLE) < 0) goto done;
         if (bounds.len % 16) {
@@ -234,60 +323,71 @@ static PyObject *hash_lines(PyObject *self, PyObject *args, PyObject *kwargs) {
     } else {
         job.rows = count_rows(job.data, job.len);
     }
-    job.sample_cap = (size_t)sample_cap < job.rows ? (size_t)sample_cap : job.rows;
-    digests = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(job.rows * job.dsize));
-    if (!digests) goto done;
-    job.digests = (uint8_t *)PyBytes_AS_STRING(digests);
-    job.sample_index = PyMem_RawMalloc(job.sample_cap * sizeof(int64_t) + 1);
-    job.sample_reason = PyMem_RawMalloc(job.sample_cap + 1);
-    if (!job.sample_index || !job.sample_reason) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    run_job(&job);
-    Py_END_ALLOW_THREADS
-    if (job.no_memory) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if (_PyBytes_Resize(&digests, (Py_ssize_t)(job.slots * job.dsize)) < 0) goto done;
-    PyObject *sample = PyList_New((Py_ssize_t)job.samples);
-    if (!sample) goto done;
-    for (size_t i = 0; i < job.samples; i++) {
-        PyObject *t = Py_BuildValue("(Li)", (long long)job.sample_index[i], job.sample_reason[i]);
-        if (!t) {
-            Py_DECREF(sample);
-            goto done;
-        }
-        PyList_SET_ITEM(sample, (Py_ssize_t)i, t);
-    }
-    PyObject *deferred = PyList_New((Py_ssize_t)job.n_deferred);
-    if (!deferred) {
-        Py_DECREF(sample);
-        goto done;
-    }
-    for (size_t i = 0; i < job.n_deferred; i++) {
-        deferred_line *d = &job.deferred[i];
-        PyObject *t = Py_BuildValue("(LLLL)", (long long)d->index, (long long)d->slot,
-                                    (long long)d->start, (long long)d->end);
-        if (!t) {
-            Py_DECREF(sample);
-            Py_DECREF(deferred);
-            goto done;
-        }
-        PyList_SET_ITEM(deferred, (Py_ssize_t)i, t);
-    }
-    result = Py_BuildValue("(On(nnn)NN)", digests, (Py_ssize_t)job.rows, job.counts[ST_EMPTY],
-                           job.counts[ST_MALFORMED], job.counts[ST_ZERO_ID], sample, deferred);
+    result = hash_job_rows(&job, sample_cap);
 done:
-    Py_XDECREF(digests);
-    PyMem_RawFree(job.sample_index);
-    PyMem_RawFree(job.sample_reason);
-    free(job.deferred);
-    free(job.scratch);
     PyBuffer_Release(&data);
     if (bounds.obj) PyBuffer_Release(&bounds);
+    return result;
+}
+
+/* hash_arrow(data, offsets, wide, first, rows, validity, kind, algo, flags, sample_cap): the
+ * values first .. first + rows - 1 of an Arrow binary array (value buffer, offsets buffer of
+ * int32, or int64 when ``wide``, validity bitmap or None), each one row: a null is an empty
+ * row, a value holding '\n' a malformed one (as text it would be two lines). */
+static PyObject *hash_arrow(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"data", "offsets", "wide", "first", "rows", "validity", "kind",
+                            "algo", "flags", "sample_cap", NULL};
+    Py_buffer data = {0}, offsets = {0}, validity = {0};
+    PyObject *validity_obj = Py_None, *result = NULL;
+    int wide, kind, algo;
+    unsigned int flags;
+    Py_ssize_t first, rows, sample_cap;
+    chunk_job job;
+    memset(&job, 0, sizeof job);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*y*pnnOiiIn", names, &data, &offsets, &wide,
+                                     &first, &rows, &validity_obj, &kind, &algo, &flags,
+                                     &sample_cap))
+        return NULL;
+    if (!check_kind(kind, algo, sample_cap)) goto done;
+    size_t width = wide ? 8 : 4;
+    if (first < 0 || rows < 0 || (size_t)offsets.len / width < (size_t)first + (size_t)rows + 1) {
+        PyErr_SetString(PyExc_ValueError, "offsets: fewer than first + rows + 1 entries");
+        goto done;
+    }
+    job.data = data.buf;
+    job.len = (size_t)data.len;
+    job.offsets = offsets.buf;
+    job.wide = wide;
+    job.first = (size_t)first;
+    job.rows = (size_t)rows;
+    job.kind = kind;
+    job.algo = algo;
+    job.flags = flags;
+    if (validity_obj != Py_None) {
+        if (PyObject_GetBuffer(validity_obj, &validity, PyBUF_SIMPLE) < 0) goto done;
+        if ((size_t)validity.len < (job.first + job.rows + 7) / 8) {
+            PyErr_SetString(PyExc_ValueError, "validity: fewer bits than first + rows");
+            goto done;
+        }
+        job.validity = validity.buf;
+    }
+    /* The loop runs without the GIL: every row must lie inside the data. */
+    for (size_t r = 0; r <= job.rows; r++) {
+        int64_t at = wide ? ((const int64_t *)job.offsets)[job.first + r]
+                          : ((const int32_t *)job.offsets)[job.first + r];
+        int64_t before = r == 0 ? 0
+                         : wide ? ((const int64_t *)job.offsets)[job.first + r - 1]
+                                : ((const int32_t *)job.offsets)[job.first + r - 1];
+        if (at < before || (size_t)at > job.len) {
+            PyErr_SetString(PyExc_ValueError, "offsets: a row outside the data");
+            goto done;
+        }
+    }
+    result = hash_job_rows(&job, sample_cap);
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offsets);
+    if (validity.obj) PyBuffer_Release(&validity);
     return result;
 }
 
@@ -571,6 +671,9 @@ static PyMethodDef methods[] = {
     {"hash_lines", (PyCFunction)(void (*)(void))hash_lines, METH_VARARGS | METH_KEYWORDS,
      "hash_lines(data, kind, algo, flags, sample_cap, bounds=None) -> (digests, rows, "
      "(empty, malformed, zero_id), [(row, reason)], [(row, slot, start, end)])"},
+    {"hash_arrow", (PyCFunction)(void (*)(void))hash_arrow, METH_VARARGS | METH_KEYWORDS,
+     "hash_arrow(data, offsets, wide, first, rows, validity, kind, algo, flags, sample_cap) -> "
+     "as hash_lines, one row per value of an Arrow binary array"},
     {"hex_lines", hex_lines, METH_VARARGS, "hex_lines(raw, size) -> hex lines"},
     {"bucket_digests", bucket_digests, METH_VARARGS,
      "bucket_digests(raw, size, bits) -> (rows by bucket, int32 counts)"},

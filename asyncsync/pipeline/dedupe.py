@@ -1,10 +1,12 @@
 """Exact dedupe over any input size, with flat memory: partition, spill, sort, merge.
 
 Each hashed chunk's binary digests are bucketed by their first ``bits`` bits and written to one
-spill file per chunk, bucket after bucket (:func:`spill_chunk`). When the input is read, runs of
-consecutive buckets (a contiguous slice of the digest space, sized to ``merge_rows``) are loaded
-from every spill file, sorted and made unique (:func:`merge_group`) into one file of sorted
-unique digests each. Concatenated in bucket order those files are the globally sorted, unique
+spill file per chunk, bucket after bucket (:func:`spill_chunk`; a chunk of a Parquet column
+is spilled as it is hashed, as several such runs one after another in its file, each a
+:func:`spill_run`). When the input is read, runs of consecutive buckets (a contiguous slice of
+the digest space, sized to ``merge_rows``) are loaded from every run of every spill file,
+sorted and made unique (:func:`merge_group`) into one file of sorted unique digests each.
+Concatenated in bucket order those files are the globally sorted, unique
 digest stream the parts are cut from, so the output depends only on the set of IDs, never on
 chunk sizes, worker count or timing.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +36,7 @@ __all__ = [
     "plan_groups",
     "sort_unique",
     "spill_chunk",
+    "spill_run",
 ]
 
 Rows = npt.NDArray[np.uint8]
@@ -48,18 +52,24 @@ def _buckets(rows: Rows, bits: int) -> npt.NDArray[np.uint16]:
 def spill_chunk(digests: bytes, size: int, bits: int, path: str) -> Counts:
     """Write ``digests`` (``size`` bytes each) to ``path`` grouped by bucket; return the
     number of digests per bucket (``2**bits`` counts)."""
+    with open(path, "wb") as f:
+        return spill_run(digests, size, bits, f)
+
+
+def spill_run(digests: bytes, size: int, bits: int, f: BinaryIO) -> Counts:
+    """Write ``digests`` grouped by bucket at the current end of the open spill file ``f``; a
+    file may hold several such runs one after another (a chunk spilled as it is hashed).
+    Returns the number of digests per bucket (``2**bits`` counts)."""
     native = native_for()
     if native is not None:  # the same bytes, by a counting sort in C
         data, raw_counts = native.bucket_digests(digests, size, bits)
-        with open(path, "wb") as f:
-            f.write(data)
+        f.write(data)
         counts: Counts = np.frombuffer(raw_counts, dtype=np.int32).copy()
         return counts
     rows = np.frombuffer(digests, dtype=np.uint8).reshape(-1, size)
     buckets = _buckets(rows, bits)
     order = np.argsort(buckets, kind="stable")
-    with open(path, "wb") as f:
-        f.write(rows.view(f"V{size}").reshape(len(rows))[order].data)
+    f.write(rows.view(f"V{size}").reshape(len(rows))[order].data)
     return np.bincount(buckets, minlength=1 << bits).astype(np.int32)
 
 

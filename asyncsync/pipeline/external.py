@@ -16,6 +16,7 @@ from asyncsync.pipeline.parquet import (
     ColumnJob,
     ParquetInput,
     RowGroupJob,
+    batch_rows,
     dataset_files,
     is_parquet,
 )
@@ -75,7 +76,15 @@ async def column_jobs(
         for groups, group_rows in plan or ():
             assert f.local is not None
             yield RowGroupJob(
-                seq, input_index, dataset.name, rows, f.name, f.local, dataset.column, groups
+                seq,
+                input_index,
+                dataset.name,
+                rows,
+                f.name,
+                f.local,
+                dataset.column,
+                groups,
+                batch_rows(chunk_bytes),
             )
             rows += group_rows
             seq += 1

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
 from asyncsync.errors import (
     AsyncSyncError,
@@ -450,7 +451,7 @@ class _Pool(ProcessPoolExecutor):
             max_workers=workers,
             mp_context=ctx,
             initializer=init_worker,
-            initargs=(self._lifeline,),
+            initargs=(self._lifeline, bool(preload)),
         )
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -674,21 +675,29 @@ def _groups(chunks: list[ChunkResult], opts: PrepareOptions) -> list[tuple[int, 
     """The merge groups: runs of buckets of about ``merge_rows`` rows over all chunks."""
     totals = np.zeros(1 << opts.bucket_bits, dtype=np.int64)
     for c in chunks:
-        totals += c.bucket_counts
+        totals += c.bucket_counts.sum(axis=0)
     return plan_groups(totals, opts.merge_rows)
 
 
 def _merge_sources(
     chunks: list[ChunkResult], groups: list[tuple[int, int]], size: int
 ) -> Iterator[list[MergeSource]]:
-    """Where each group's rows are in the chunks' spill files, group after group."""
-    rows_before = [0] * len(chunks)  # rows of earlier groups in each spill file
+    """Where each group's rows are in the chunks' spill files (in each run of each file),
+    group after group."""
+    runs: list[tuple[str, npt.NDArray[np.int32]]] = []
+    at: list[int] = []  # rows before the group's rows in each run: earlier runs, earlier groups
+    for c in chunks:
+        start = 0
+        for counts in c.bucket_counts:
+            runs.append((c.spill_path, counts))
+            at.append(start)
+            start += int(counts.sum())
     for first, last in groups:
         sources = []
-        for i, c in enumerate(chunks):
-            counts = tuple(c.bucket_counts[first:last].tolist())
-            sources.append(MergeSource(c.spill_path, rows_before[i] * size, counts))
-            rows_before[i] += sum(counts)
+        for i, (path, counts) in enumerate(runs):
+            part = tuple(counts[first:last].tolist())
+            sources.append(MergeSource(path, at[i] * size, part))
+            at[i] += sum(part)
         yield sources
 
 
@@ -826,7 +835,7 @@ def _discard_tmp(root: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-_PARQUET_MODULES: Final = ("pyarrow.parquet", "pyarrow.compute")
+_PARQUET_MODULES: Final = ("pyarrow.parquet",)
 """What the workers' fork server imports once when an input is Parquet."""
 
 

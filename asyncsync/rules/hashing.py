@@ -29,7 +29,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from types import ModuleType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -45,12 +45,15 @@ from asyncsync.rules.engine import Engine, native_for
 from asyncsync.rules.ids import NATIONAL_LINES, Reject, is_national_phone, normalize
 from asyncsync.rules.limits import HashAlgo, IdType
 
+if TYPE_CHECKING:  # collections.abc.Buffer from Python 3.12 on
+    from typing_extensions import Buffer
+
 __all__ = [
     "REASONS",
     "ChunkHashes",
     "digest_size",
+    "hash_arrow",
     "hash_chunk",
-    "hash_spans",
     "hash_values",
 ]
 
@@ -298,25 +301,63 @@ def hash_values(
     return hashed
 
 
-def hash_spans(
-    data: bytes | memoryview,
-    bounds: npt.NDArray[np.int64],
+def hash_arrow(
+    data: Buffer | None,
+    offsets: Buffer | None,
     *,
+    wide: bool,
+    first: int,
+    rows: int,
+    validity: Buffer | None = None,
     id_type: IdType | str,
     hash_algo: HashAlgo | str = HashAlgo.SHA256,
     sample_cap: int = 100,
     default_country: str | None = None,
     engine: Engine | None = None,
 ) -> ChunkHashes | None:
-    """Like :func:`hash_chunk` for the rows ``bounds`` ((start, end) per row, int64) of
-    ``data``, none holding ``\\n``, with the native engine, straight from the buffer. None
-    when the native engine is not the one in use, or when national phone numbers would need
-    counting: then the caller hashes the rows as lines."""
+    """Like :func:`hash_chunk` for the values ``first`` to ``first + rows - 1`` of an Arrow
+    binary array, each one row, straight from its buffers with the native engine: ``data``
+    (the values), ``offsets`` (int32, or int64 when ``wide``; None for an array of nulls only),
+    ``validity`` (the bitmap, None when no value is null). A null is an empty row; a value
+    holding ``\\n`` is malformed, as it is when written as text (where it would be two lines).
+
+    None when the native engine is not the one in use, or when national phone numbers would
+    need counting: then the caller hashes the rows as lines. ``ValueError`` when the offsets
+    point outside ``data``."""
     kind, algo = IdType(id_type), HashAlgo(hash_algo)
     native = native_for(engine)
     if native is None:
         return None
-    hashed = _native_hash(native, data, bounds, kind, algo, sample_cap, default_country)
+    if offsets is None:  # an all-null array of a type without buffers: every row empty
+        offsets, wide, first = bytes(8 * (rows + 1)), True, 0
+    size = digest_size(kind, algo)
+    flags = _DEFER_PHONE_LOCAL if kind is IdType.PHONE and default_country is not None else 0
+    values = b"" if data is None else data
+    digests, count, rejected, sample, deferred = native.hash_arrow(
+        values,
+        offsets,
+        wide,
+        first,
+        rows,
+        validity,
+        _NATIVE_KIND[kind],
+        _NATIVE_ALGO[algo],
+        flags,
+        sample_cap,
+    )
+    hashed = _native_result(
+        values,
+        size,
+        digests,
+        count,
+        rejected,
+        sample,
+        deferred,
+        kind,
+        algo,
+        sample_cap,
+        default_country,
+    )
     return None if _counts_national(kind, default_country, hashed) else hashed
 
 
@@ -344,7 +385,7 @@ country is set)."""
 
 def _native_hash(
     native: ModuleType,
-    data: bytes | memoryview,
+    data: Buffer,
     bounds: npt.NDArray[np.int64] | None,
     kind: IdType,
     algo: HashAlgo,
@@ -358,6 +399,36 @@ def _native_hash(
     digests, rows, rejected, sample, deferred = native.hash_lines(
         data, _NATIVE_KIND[kind], _NATIVE_ALGO[algo], flags, sample_cap, bounds
     )
+    return _native_result(
+        data,
+        size,
+        digests,
+        rows,
+        rejected,
+        sample,
+        deferred,
+        kind,
+        algo,
+        sample_cap,
+        default_country,
+    )
+
+
+def _native_result(
+    data: Buffer,
+    size: int,
+    digests: bytes,
+    rows: int,
+    rejected: tuple[int, int, int],
+    sample: list[tuple[int, int]],
+    deferred: list[tuple[int, int, int, int]],
+    kind: IdType,
+    algo: HashAlgo,
+    sample_cap: int,
+    default_country: str | None,
+) -> ChunkHashes:
+    """What the extension returned, with the rows it handed back settled (see
+    :func:`_settle_deferred`)."""
     if deferred:
         digests, rejected, sample = _settle_deferred(
             data, deferred, digests, rejected, sample, kind, algo, sample_cap, default_country
@@ -372,7 +443,7 @@ def _native_hash(
 
 
 def _settle_deferred(
-    data: bytes | memoryview,
+    data: Buffer,
     deferred: list[tuple[int, int, int, int]],
     digests: bytes,
     rejected: tuple[int, int, int],
@@ -391,7 +462,7 @@ def _settle_deferred(
     dropped: list[int] = []
     late: list[tuple[int, int]] = []
     for index, slot, start, end in deferred:
-        result = normalize(bytes(data[start:end]), kind, default_country)
+        result = normalize(bytes(memoryview(data)[start:end]), kind, default_country)
         if isinstance(result, Reject):
             status = _STATUS[result]
             counts[status - 1] += 1
