@@ -606,6 +606,19 @@ def build_app(sb: Sandbox) -> web.Application:
     return app
 
 
+
+SHUTDOWN_GRACE_S: Final = 1.0
+"""How long closing (or restarting) the sandbox lets requests in progress finish before their
+connections are dropped, as a server process that stops would drop them. aiohttp's default
+waits 60 s for every handler, and a handler still reading an upload's body then holds the
+"restart" for as long as the client keeps the connection open."""
+
+
+def _runner(sb: Sandbox) -> web.AppRunner:
+    return web.AppRunner(
+        build_app(sb), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
+    )
+
 class Sandbox:
     """A TikTok Business API emulator served on loopback; an async context manager.
 
@@ -660,7 +673,7 @@ class Sandbox:
             self._spool = Path(tempfile.mkdtemp(prefix="asyncsync-sandbox-"))
         if self.state_file is not None:
             read_state(self.state, self.state_file)
-        runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        runner = _runner(self)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         try:
@@ -765,7 +778,7 @@ class Sandbox:
             raise RuntimeError("the sandbox is not running")
         self.state.reset()
         await self._runner.cleanup()
-        runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        runner = _runner(self)
         await runner.setup()
         await web.TCPSite(runner, self.host, self.port).start()
         self._runner = runner
