@@ -18,10 +18,11 @@ million rows up to about a billion IDs).
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -150,17 +151,48 @@ def _load_group(sources: Sequence[MergeSource], size: int) -> bytearray:
         want = sum(len(p) for p in pieces)
         if not want:
             continue
-        fd = os.open(src.path, os.O_RDONLY)
+        fd = os.open(src.path, os.O_RDWR)
         try:
             got = 0
             for i in range(0, len(pieces), 512):
                 batch = pieces[i : i + 512]
                 got += os.preadv(fd, batch, src.offset + got)
+            if got == want:
+                _punch_hole(fd, src.offset, want)
         finally:
             os.close(fd)
         if got != want:
             raise OSError(f"{src.path}: spill file shorter than expected")
     return buf
+
+
+_FALLOC_FL_KEEP_SIZE: Final = 0x01
+_FALLOC_FL_PUNCH_HOLE: Final = 0x02
+_fallocate: Any = None  # libc's fallocate once looked up; False where there is none
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    """Free the bytes ``[offset, offset + length)`` of a spill file once a merge has read them
+    (Linux ``fallocate`` punching a hole; no other merge reads them). Their disk space and
+    page-cache pages go back at once instead of when the whole spill is removed, so the sorted
+    runs and the parts written next reuse those pages: the temporary files of a large run peak
+    near the spill's size rather than the spill's plus the sorted runs'. Where the call does not
+    exist or the file system refuses it, nothing is freed early (the spill is still removed at
+    the end)."""
+    global _fallocate
+    if _fallocate is None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fallocate = libc.fallocate
+            fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            fallocate.restype = ctypes.c_int
+            _fallocate = fallocate
+        except (OSError, AttributeError):  # not Linux (or no such symbol)
+            _fallocate = False
+    if _fallocate is False or length <= 0:
+        return
+    if _fallocate(fd, _FALLOC_FL_KEEP_SIZE | _FALLOC_FL_PUNCH_HOLE, offset, length) != 0:
+        _fallocate = False  # e.g. EOPNOTSUPP: this file system keeps the bytes until the end
 
 
 def _sort_unique_group(sources: Sequence[MergeSource], size: int) -> tuple[int, memoryview]:
