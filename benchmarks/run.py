@@ -55,7 +55,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import psutil  # type: ignore[import-untyped]
 
@@ -494,7 +494,7 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def floors(med: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The floors of issue 5, evaluated on the medians (those whose contenders ran)."""
+    """The floors of issues 5 and 15, evaluated on the medians (those whose contenders ran)."""
     out: list[dict[str, Any]] = []
 
     def have(*keys: str) -> bool:
@@ -510,6 +510,20 @@ def floors(med: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "target": 1.0,
                 "detail": f"sync {med['sync']['wall_s']:.2f} s vs {sequential:.2f} s",
                 "pass": med["sync"]["wall_s"] < sequential,
+            }
+        )
+    if have("sync", "upload"):
+        ratio = med["sync"]["wall_s"] / med["upload"]["wall_s"]
+        out.append(
+            {
+                "floor": "sync end to end within 1.3x the upload alone of the same parts"
+                " (hashing is not the long pole)",
+                "value": round(ratio, 2),
+                "unit": "x sync wall / upload wall",
+                "target": 1.3,
+                "detail": f"sync {med['sync']['wall_s']:.2f} s vs upload"
+                f" {med['upload']['wall_s']:.2f} s",
+                "pass": ratio <= 1.3,
             }
         )
     if have("sync", "naive"):
@@ -864,6 +878,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.scaling:
         sizes = [int(s) for s in args.scaling.split(",") if s.strip()]
         result["scaling"] = scaling(args, sizes)
+        result["floors"] += scaling_floors(result["scaling"])
     result["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
 
     json_path = args.results_dir / f"{name}.json"
@@ -929,6 +944,33 @@ def big_parts(
     finally:
         bench.ctx = saved
         shutil.rmtree(big_dir, ignore_errors=True)
+    return out
+
+
+SCALING_FLAT: Final = 1.15
+"""How far above the 10 M-row time per million rows a larger input's may be and count as flat."""
+
+
+def scaling_floors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 15: prepare's time per million rows flat from 10 M rows up (at 1 M the interpreter
+    and pool start-up weigh, so the curve starts at 10 M)."""
+    base = next((r for r in rows if r["rows"] == 10_000_000), None)
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        if base is None or r["rows"] <= base["rows"]:
+            continue
+        ratio = r["s_per_m_rows"] / base["s_per_m_rows"]
+        out.append(
+            {
+                "floor": f"prepare's wall s per M rows at {r['rows'] / 1e6:,.0f} M rows within"
+                f" {SCALING_FLAT}x of 10 M (flat)",
+                "value": round(ratio, 2),
+                "unit": "x s per M rows",
+                "target": SCALING_FLAT,
+                "detail": f"{r['s_per_m_rows']:.3f} vs {base['s_per_m_rows']:.3f} s per M rows",
+                "pass": ratio <= SCALING_FLAT,
+            }
+        )
     return out
 
 
