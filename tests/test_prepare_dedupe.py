@@ -67,7 +67,7 @@ def test_a_merge_frees_the_spill_bytes_it_read_and_only_those(tmp_path: Path) ->
     size = Path(path).stat().st_size
     before = Path(path).read_bytes()
     first_half = MergeSource(path, 0, tuple(counts[:8]))
-    merge_group([first_half], 32, str(tmp_path / "u0.bin"))
+    merge_group([first_half], 32, str(tmp_path / "u0.bin"), free=True)
     split = int(offsets[8]) * 32
     st = Path(path).stat()
     assert st.st_size == size  # the file keeps its length: later offsets stay valid
@@ -76,7 +76,7 @@ def test_a_merge_frees_the_spill_bytes_it_read_and_only_those(tmp_path: Path) ->
         assert f.read(split) == bytes(split)  # a hole reads as zeros
         assert f.read() == before[split:]  # the rest is untouched
     second_half = MergeSource(path, split, tuple(counts[8:]))
-    merge_group([second_half], 32, str(tmp_path / "u1.bin"))
+    merge_group([second_half], 32, str(tmp_path / "u1.bin"), free=True)
     assert Path(path).stat().st_blocks * 512 <= 8192  # at most the two blocks split between groups
     merged = (tmp_path / "u0.bin").read_bytes() + (tmp_path / "u1.bin").read_bytes()
     assert merged == b"".join(sorted({bytes(r) for r in digests}))

@@ -135,9 +135,10 @@ class MergeSource:
     counts: tuple[int, ...]
 
 
-def _load_group(sources: Sequence[MergeSource], size: int) -> bytearray:
+def _load_group(sources: Sequence[MergeSource], size: int, free: bool = False) -> bytearray:
     """The rows of a group, laid out bucket after bucket as they are read (one ``preadv``
-    per spill file), so the sort's gather stays within one bucket's few hundred KiB at a time."""
+    per spill file), so the sort's gather stays within one bucket's few hundred KiB at a time.
+    ``free``: release the bytes read from the spill files (see :func:`_punch_hole`)."""
     matrix = np.array([s.counts for s in sources], dtype=np.int64).reshape(len(sources), -1)
     per_bucket = matrix.sum(axis=0)
     bucket_start = np.concatenate(([0], np.cumsum(per_bucket)[:-1]))
@@ -151,13 +152,13 @@ def _load_group(sources: Sequence[MergeSource], size: int) -> bytearray:
         want = sum(len(p) for p in pieces)
         if not want:
             continue
-        fd = os.open(src.path, os.O_RDWR)
+        fd = os.open(src.path, os.O_RDWR if free else os.O_RDONLY)
         try:
             got = 0
             for i in range(0, len(pieces), 512):
                 batch = pieces[i : i + 512]
                 got += os.preadv(fd, batch, src.offset + got)
-            if got == want:
+            if free and got == want:
                 _punch_hole(fd, src.offset, want)
         finally:
             os.close(fd)
@@ -173,12 +174,12 @@ _fallocate: Any = None  # libc's fallocate once looked up; False where there is 
 
 def _punch_hole(fd: int, offset: int, length: int) -> None:
     """Free the bytes ``[offset, offset + length)`` of a spill file once a merge has read them
-    (Linux ``fallocate`` punching a hole; no other merge reads them). Their disk space and
-    page-cache pages go back at once instead of when the whole spill is removed, so the sorted
-    runs and the parts written next reuse those pages: the temporary files of a large run peak
-    near the spill's size rather than the spill's plus the sorted runs'. Where the call does not
-    exist or the file system refuses it, nothing is freed early (the spill is still removed at
-    the end)."""
+    (Linux ``fallocate`` punching a hole; in ``prepare`` no other merge reads them). Their disk
+    space and page-cache pages go back at once instead of when the whole spill is removed, so
+    the sorted runs and the parts written next reuse those pages: the temporary files of a large
+    run peak near the spill's size rather than the spill's plus the sorted runs'. Where the call
+    does not exist or the file system refuses it, nothing is freed early (the spill is still
+    removed at the end)."""
     global _fallocate
     if _fallocate is None:
         try:
@@ -195,11 +196,13 @@ def _punch_hole(fd: int, offset: int, length: int) -> None:
         _fallocate = False  # e.g. EOPNOTSUPP: this file system keeps the bytes until the end
 
 
-def _sort_unique_group(sources: Sequence[MergeSource], size: int) -> tuple[int, memoryview]:
+def _sort_unique_group(
+    sources: Sequence[MergeSource], size: int, free: bool = False
+) -> tuple[int, memoryview]:
     """Load ``sources`` and sort and dedupe them: (rows loaded, the unique digests' bytes).
 
     The one engine dispatch of the merge and the count, so both see the same unique rows."""
-    buf = _load_group(sources, size)
+    buf = _load_group(sources, size, free)
     total = len(buf) // size
     native = native_for()
     if native is not None:  # the same bytes, by a distribution sort in C, in place
@@ -209,12 +212,16 @@ def _sort_unique_group(sources: Sequence[MergeSource], size: int) -> tuple[int, 
     return total, memoryview(unique.data).cast("B")
 
 
-def merge_group(sources: Sequence[MergeSource], size: int, out_path: str) -> tuple[int, int]:
+def merge_group(
+    sources: Sequence[MergeSource], size: int, out_path: str, free: bool = False
+) -> tuple[int, int]:
     """Load ``sources``, sort and dedupe them, write the unique digests to ``out_path``.
 
-    Returns (rows loaded, unique rows written).
+    Returns (rows loaded, unique rows written). ``free``: the caller reads these spill bytes
+    only once: release them as soon as they are read (a hole punched where they were), so
+    that what the merge writes next reuses their disk space and page cache.
     """
-    total, unique = _sort_unique_group(sources, size)
+    total, unique = _sort_unique_group(sources, size, free)
     with open(out_path, "wb") as f:
         f.write(unique)
     return total, len(unique) // size
