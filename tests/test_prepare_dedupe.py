@@ -53,30 +53,3 @@ def test_spill_then_merge_by_groups_gives_the_global_sorted_unique_stream(tmp_pa
     expected = sorted({bytes(r) for chunk in chunks for r in chunk})
     assert loaded == 7500
     assert [stream[i : i + 32] for i in range(0, len(stream), 32)] == expected
-
-
-def test_a_merge_frees_the_spill_bytes_it_read_and_only_those(tmp_path: Path) -> None:
-    """A merged group's spill bytes are released at once (a hole punched where they were), so
-    a large run's sorted runs and parts reuse their disk space and page cache; the bytes of
-    groups not yet merged stay readable and unchanged."""
-    rng = np.random.default_rng(3)
-    digests = rng.integers(0, 256, (200_000, 32), dtype=np.uint8)
-    path = str(tmp_path / "c.bin")
-    counts = spill_chunk(digests.tobytes(), 32, 4, path)
-    offsets = bucket_counts_to_offsets(counts)
-    size = Path(path).stat().st_size
-    before = Path(path).read_bytes()
-    first_half = MergeSource(path, 0, tuple(counts[:8]))
-    merge_group([first_half], 32, str(tmp_path / "u0.bin"), free=True)
-    split = int(offsets[8]) * 32
-    st = Path(path).stat()
-    assert st.st_size == size  # the file keeps its length: later offsets stay valid
-    assert st.st_blocks * 512 < size - split + 8192  # the merged half's blocks are gone
-    with open(path, "rb") as f:
-        assert f.read(split) == bytes(split)  # a hole reads as zeros
-        assert f.read() == before[split:]  # the rest is untouched
-    second_half = MergeSource(path, split, tuple(counts[8:]))
-    merge_group([second_half], 32, str(tmp_path / "u1.bin"), free=True)
-    assert Path(path).stat().st_blocks * 512 <= 8192  # at most the two blocks split between groups
-    merged = (tmp_path / "u0.bin").read_bytes() + (tmp_path / "u1.bin").read_bytes()
-    assert merged == b"".join(sorted({bytes(r) for r in digests}))

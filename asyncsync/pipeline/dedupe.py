@@ -18,11 +18,10 @@ million rows up to about a billion IDs).
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Final
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -135,10 +134,9 @@ class MergeSource:
     counts: tuple[int, ...]
 
 
-def _load_group(sources: Sequence[MergeSource], size: int, free: bool = False) -> bytearray:
+def _load_group(sources: Sequence[MergeSource], size: int) -> bytearray:
     """The rows of a group, laid out bucket after bucket as they are read (one ``preadv``
-    per spill file), so the sort's gather stays within one bucket's few hundred KiB at a time.
-    ``free``: release the bytes read from the spill files (see :func:`_punch_hole`)."""
+    per spill file), so the sort's gather stays within one bucket's few hundred KiB at a time."""
     matrix = np.array([s.counts for s in sources], dtype=np.int64).reshape(len(sources), -1)
     per_bucket = matrix.sum(axis=0)
     bucket_start = np.concatenate(([0], np.cumsum(per_bucket)[:-1]))
@@ -152,14 +150,12 @@ def _load_group(sources: Sequence[MergeSource], size: int, free: bool = False) -
         want = sum(len(p) for p in pieces)
         if not want:
             continue
-        fd = os.open(src.path, os.O_RDWR if free else os.O_RDONLY)
+        fd = os.open(src.path, os.O_RDONLY)
         try:
             got = 0
             for i in range(0, len(pieces), 512):
                 batch = pieces[i : i + 512]
                 got += os.preadv(fd, batch, src.offset + got)
-            if free and got == want:
-                _punch_hole(fd, src.offset, want)
         finally:
             os.close(fd)
         if got != want:
@@ -167,42 +163,11 @@ def _load_group(sources: Sequence[MergeSource], size: int, free: bool = False) -
     return buf
 
 
-_FALLOC_FL_KEEP_SIZE: Final = 0x01
-_FALLOC_FL_PUNCH_HOLE: Final = 0x02
-_fallocate: Any = None  # libc's fallocate once looked up; False where there is none
-
-
-def _punch_hole(fd: int, offset: int, length: int) -> None:
-    """Free the bytes ``[offset, offset + length)`` of a spill file once a merge has read them
-    (Linux ``fallocate`` punching a hole; in ``prepare`` no other merge reads them). Their disk
-    space and page-cache pages go back at once instead of when the whole spill is removed, so
-    the sorted runs and the parts written next reuse those pages: the temporary files of a large
-    run peak near the spill's size rather than the spill's plus the sorted runs'. Where the call
-    does not exist or the file system refuses it, nothing is freed early (the spill is still
-    removed at the end)."""
-    global _fallocate
-    if _fallocate is None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fallocate = libc.fallocate
-            fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-            fallocate.restype = ctypes.c_int
-            _fallocate = fallocate
-        except (OSError, AttributeError):  # not Linux (or no such symbol)
-            _fallocate = False
-    if _fallocate is False or length <= 0:
-        return
-    if _fallocate(fd, _FALLOC_FL_KEEP_SIZE | _FALLOC_FL_PUNCH_HOLE, offset, length) != 0:
-        _fallocate = False  # e.g. EOPNOTSUPP: this file system keeps the bytes until the end
-
-
-def _sort_unique_group(
-    sources: Sequence[MergeSource], size: int, free: bool = False
-) -> tuple[int, memoryview]:
+def _sort_unique_group(sources: Sequence[MergeSource], size: int) -> tuple[int, memoryview]:
     """Load ``sources`` and sort and dedupe them: (rows loaded, the unique digests' bytes).
 
     The one engine dispatch of the merge and the count, so both see the same unique rows."""
-    buf = _load_group(sources, size, free)
+    buf = _load_group(sources, size)
     total = len(buf) // size
     native = native_for()
     if native is not None:  # the same bytes, by a distribution sort in C, in place
@@ -212,16 +177,12 @@ def _sort_unique_group(
     return total, memoryview(unique.data).cast("B")
 
 
-def merge_group(
-    sources: Sequence[MergeSource], size: int, out_path: str, free: bool = False
-) -> tuple[int, int]:
+def merge_group(sources: Sequence[MergeSource], size: int, out_path: str) -> tuple[int, int]:
     """Load ``sources``, sort and dedupe them, write the unique digests to ``out_path``.
 
-    Returns (rows loaded, unique rows written). ``free``: the caller reads these spill bytes
-    only once: release them as soon as they are read (a hole punched where they were), so
-    that what the merge writes next reuses their disk space and page cache.
+    Returns (rows loaded, unique rows written).
     """
-    total, unique = _sort_unique_group(sources, size, free)
+    total, unique = _sort_unique_group(sources, size)
     with open(out_path, "wb") as f:
         f.write(unique)
     return total, len(unique) // size

@@ -587,7 +587,7 @@ async def _merge_and_write(
         for g, sources in enumerate(_merge_sources(chunks, groups, size)):
             await permits.acquire()
             out_path = str(spill / f"unique-{g:06d}.bin")
-            fut = loop.run_in_executor(pool, merge_group, sources, size, out_path, True)
+            fut = loop.run_in_executor(pool, merge_group, sources, size, out_path)
             fut.add_done_callback(release)
             fut.add_done_callback(_observe)
             merge_q.put_nowait(fut)
