@@ -519,10 +519,11 @@ def count_line_ends(data: bytes | bytearray) -> int:
     return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 10))
 
 
-def _record_cut(buf: bytes | bytearray, is_csv: bool) -> int:
-    """Length of the longest prefix of ``buf`` made of whole lines (or whole CSV records)."""
+def _record_cut(buf: bytes | bytearray) -> int:
+    """Length of the longest prefix of ``buf`` made of whole CSV records (plain lines are cut
+    by :meth:`_ChunkReader._whole_lines`)."""
     cut = buf.rfind(b"\n") + 1
-    if not is_csv or cut == 0 or buf.count(b'"', 0, cut) % 2 == 0:
+    if cut == 0 or buf.count(b'"', 0, cut) % 2 == 0:
         return cut
     # A line end inside a quoted field is no record end: keep the last line end after which
     # the number of quotes seen is even.
@@ -630,17 +631,11 @@ class _ChunkReader:
                 if out is None:
                     continue
                 return out
-            carried = len(self.carry)
             self.carry += block
-            cut = _record_cut(self.carry, self.csv is not None)
-            if self.csv is None and carried:
-                # The carried line ends at the first line end of this block, if any.
-                end = self.carry.find(b"\n", carried)
-                if (end if end >= 0 else len(self.carry)) > MAX_RECORD_BYTES:
-                    raise LineTooLongError(self.spec.name, self._lines + 1)
+            cut = _record_cut(self.carry)
             if cut == 0:
                 if len(self.carry) > MAX_RECORD_BYTES:
-                    raise LineTooLongError(self.spec.name, self._lines + 1, self.csv is not None)
+                    raise LineTooLongError(self.spec.name, self._lines + 1, True)
                 continue
             return self._hand_out(cut)
 
