@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import io
@@ -223,21 +224,24 @@ async def test_on_part_is_awaited_in_index_order_and_events_are_reported(tmp_pat
     assert sum(e.rows for e in events if isinstance(e, ChunkHashed)) == r.rows_read
 
 
-async def test_spill_and_unique_runs_are_freed_before_the_last_part_is_delivered(
+async def test_the_spill_is_freed_early_and_unique_runs_reuse_a_bounded_set_of_files(
     tmp_path: Path,
 ) -> None:
-    """Temporary files do not wait for the end: at 100 M rows the spill and the unique runs
-    are about 3 GB each, beside the parts. Once every group is merged the spill runs go;
-    a unique run goes once the parts after it no longer read it."""
+    """Temporary files do not pile up: at 100 M rows the spill and the unique runs would be
+    about 3 GB each, beside the parts. Once every group is merged the spill runs go; a unique
+    run's file takes a later run once no part still to be written reads it, so however many
+    groups there are, at most 2 x chunks_in_flight unique-run files ever exist."""
     lines = noisy_lines(6000)
     src = tmp_path / "in.txt"
     src.write_bytes(b"\n".join(lines) + b"\n")
     out = tmp_path / "out"
     held: dict[int, list[str]] = {}
+    seen: set[str] = set()
 
     async def on_part(part: PartInfo) -> None:
         (spill,) = out.glob(".prepare-spill-*")
-        held[part.index] = sorted(f.name.split("-")[0] for f in spill.iterdir())
+        held[part.index] = sorted(f.name for f in spill.iterdir())
+        seen.update(n for n in held[part.index] if n.startswith("unique-"))
 
     r = await prepare(
         src,
@@ -245,12 +249,42 @@ async def test_spill_and_unique_runs_are_freed_before_the_last_part_is_delivered
         on_part=on_part,
         max_file_bytes=65 * 700,
         chunk_bytes=8192,
-        merge_rows=1000,
+        merge_rows=300,
+        chunks_in_flight=3,
         workers=2,
     )
     assert len(r.parts) >= 8
-    assert held[len(r.parts)] == []  # nothing temporary left when the last part is handed over
+    assert r.rows_valid >= 15 * 300  # about 15 merge groups or more: many more than files
+    assert not [n for n in held[len(r.parts)] if not n.startswith("unique-")]  # spill gone
+    assert 2 <= len(seen) <= 6
     assert part_lines(r) == expected_digests(lines)
+
+
+async def test_a_part_spanning_more_unique_runs_than_files_kept_still_completes(
+    tmp_path: Path,
+) -> None:
+    """Groups of a single unique ID each (every ID repeated, tiny merge groups): one part
+    needs far more runs than the files a merge waits for, so merges take new files rather
+    than wait for a part that cannot be written yet."""
+    ids = [m.encode() for m in maids(40)]
+    lines = [i for i in ids for _ in range(30)]
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    r = await asyncio.wait_for(
+        prepare(
+            src,
+            out_dir=tmp_path / "out",
+            merge_rows=20,
+            bucket_bits=16,
+            chunks_in_flight=2,
+            workers=2,
+            chunk_bytes=4096,
+        ),
+        timeout=60,
+    )
+    assert len(r.parts) == 1
+    assert r.rows_written == 40
+    assert part_lines(r) == expected_digests(ids)
 
 
 async def test_stale_parts_of_an_earlier_run_are_removed(tmp_path: Path) -> None:

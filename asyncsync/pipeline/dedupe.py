@@ -10,7 +10,8 @@ Concatenated in bucket order those files are the globally sorted, unique
 digest stream the parts are cut from, so the output depends only on the set of IDs, never on
 chunk sizes, worker count or timing.
 
-Cost: 2 x digest_size bytes of disk per valid ID (spill, then unique), and while a group
+Cost: digest_size bytes of disk per valid ID for the spill, as much again for the unique runs
+when they are all kept (``prepare`` reuses a few files for them instead), and while a group
 merges about 3.5 x digest_size + 8 bytes of memory per row of that group (at most
 ``merge_rows`` rows unless one bucket alone is larger; 1,024 buckets keep a bucket under one
 million rows up to about a billion IDs).
@@ -177,14 +178,25 @@ def _sort_unique_group(sources: Sequence[MergeSource], size: int) -> tuple[int, 
     return total, memoryview(unique.data).cast("B")
 
 
-def merge_group(sources: Sequence[MergeSource], size: int, out_path: str) -> tuple[int, int]:
+def merge_group(
+    sources: Sequence[MergeSource], size: int, out_path: str, overwrite: bool = False
+) -> tuple[int, int]:
     """Load ``sources``, sort and dedupe them, write the unique digests to ``out_path``.
+
+    ``overwrite``: write them over the start of ``out_path`` (created if missing) without
+    truncating it, so that its pages still in the page cache are reused; bytes past the unique
+    rows are left as they were, and the caller reads only the rows returned.
 
     Returns (rows loaded, unique rows written).
     """
     total, unique = _sort_unique_group(sources, size)
-    with open(out_path, "wb") as f:
-        f.write(unique)
+    flags = os.O_WRONLY | os.O_CREAT | (0 if overwrite else os.O_TRUNC)
+    fd = os.open(out_path, flags, 0o600)
+    try:
+        with open(fd, "wb", closefd=False) as f:
+            f.write(unique)
+    finally:
+        os.close(fd)
     return total, len(unique) // size
 
 
