@@ -161,3 +161,25 @@ def test_module_entry_point_runs_prepare_as_a_subprocess(tmp_path: Path) -> None
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["rows_written"] == 20
+
+
+@pytest.mark.parametrize(("given", "threads"), [(None, 1), ("2", min(2, os.cpu_count() or 1))])
+def test_the_command_line_loads_numpy_without_blas_threads_unless_asked(
+    given: str | None, threads: int
+) -> None:
+    """OpenBLAS threads spin on start-up, on cores the workers need; the command line keeps
+    numpy to its one thread unless the user's environment says otherwise."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+    }
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    code = (
+        "import os, asyncsync.cli, numpy\n"
+        "numpy.ones((64, 64)) @ numpy.ones((64, 64))\n"  # a BLAS call: its threads exist now
+        "print(os.environ['OPENBLAS_NUM_THREADS'], len(os.listdir('/proc/self/task')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == [given or "1", str(threads)]
