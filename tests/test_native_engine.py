@@ -270,6 +270,24 @@ def test_phones_with_or_without_a_default_country_agree_across_engines(
     same(fast, slow)
 
 
+def test_every_byte_at_every_position_of_a_mobile_id_agrees_across_engines() -> None:
+    """The native rule checks a mobile ID 16 bytes at a time: each of the 256 byte values at
+    each of the 36 positions, in an ID with letters of both cases and in the all-zero ID (where
+    one non-zero digit makes it valid), is judged and hashed as the reference does."""
+    bases = (b"0a1B2c3D-4e5F-6a7B-8c9D-0e1F2a3B4c5D", b"00000000-0000-0000-0000-000000000000")
+    lines = [
+        base[:i] + bytes([value]) + base[i + 1 :]
+        for base in bases
+        for i in range(36)
+        for value in range(256)
+    ]
+    blob = b"\n".join(lines) + b"\n"
+    fast = hash_chunk(blob, id_type="maid", sample_cap=100_000, engine="native")
+    slow = hash_chunk(blob, id_type="maid", sample_cap=100_000, engine="python")
+    same(fast, slow)
+    assert fast.valid > 36 * 22 and fast.rejected[1] > 36 * 200  # both outcomes are exercised
+
+
 @pytest.mark.parametrize("kind", ["maid", "email", "phone"])
 def test_bulk_sample_chunks_agree(kind: str, tmp_path: Path) -> None:
     from asyncsync.sample import write_sample
