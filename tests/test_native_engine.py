@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from asyncsync.pipeline.parts import PartSource, write_part
 from asyncsync.rules.engine import native_module
 from asyncsync.rules.hashing import ChunkHashes, hash_arrow, hash_chunk, hash_values
+from asyncsync.rules.ids import is_national_phone
 
 native = native_module()
 pytestmark = pytest.mark.skipif(native is None, reason="the native engine is not built")
@@ -436,14 +437,47 @@ def test_phones_without_an_international_prefix_can_be_handed_back() -> None:
     """With a default country (flag 1), numbers written without ``+``/``00`` go to Python."""
     assert native is not None
     blob = b"+44 7700 900123\n07700 900123\n447700900123\n0044 7700 900123\n\n+44 x\n"
-    digests, rows, rejected, sample, deferred = native.hash_lines(blob, 2, 0, 1, 10)
+    digests, rows, rejected, sample, deferred, national = native.hash_lines(blob, 2, 0, 1, 10)
     assert rows == 6
+    assert national == 0  # with a default country, national numbers are read, not counted
     assert rejected == (1, 0, 0)
     assert [d[0] for d in deferred] == [1, 2, 5]
     assert [blob[s:e] for _, _, s, e in deferred] == [b"07700 900123", b"447700900123", b"+44 x"]
     assert len(digests) == 32 * 5  # two digests and three slots left for Python
     assert digests[:32] == digests[3 * 32 : 4 * 32] == hashlib.sha256(b"447700900123").digest()
     assert sample == [(4, 1)]
+
+
+@pytest.mark.parametrize("engine", ["native", "python"])
+def test_national_phone_numbers_are_counted_line_by_line_as_the_reference_says(
+    engine: str,
+) -> None:
+    """Without a default country, a phone line refused only for being a national number is
+    counted (the hint to pass --default-country): a single leading 0, no + before it, no 00."""
+    lines = [
+        b"07700 900123",
+        b"0",
+        b"x0123",
+        b" (0) 20 7946 0958",
+        b"0-0",
+        b"00",
+        b"0044 7700 900123",
+        b"+0 123 4567",
+        b"+44 07700 900123",
+        b"12 0345",
+        b"0\r",
+        b"\t07 abc",
+        b"007",
+        b"",
+        b"0a",
+        b"0+1",
+        b"44 7700 900123",
+    ]
+    blob = b"\n".join(lines) + b"\n"
+    hashed = hash_chunk(blob, id_type="phone", engine=engine)
+    assert hashed.national == sum(map(is_national_phone, lines)) == 8
+    values = hash_values(lines, id_type="phone", engine=engine)
+    assert values.national == hashed.national
 
 
 def test_counting_and_merging_a_group_go_through_the_same_engine(

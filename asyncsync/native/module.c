@@ -44,6 +44,7 @@ typedef struct {
     /* out */
     size_t slots;
     Py_ssize_t counts[4];
+    Py_ssize_t national; /* phone lines malformed for being national numbers */
     int64_t *sample_index;
     uint8_t *sample_reason;
     size_t samples;
@@ -133,10 +134,13 @@ static void one_line(chunk_job *job, size_t row, size_t start, size_t end) {
         case K_MD5:
             st = rule_hashed(s, n, 32, slot);
             break;
-        case K_PHONE:
-            st = rule_phone(s, n, job->flags, small, &out_len);
+        case K_PHONE: {
+            int national = 0;
+            st = rule_phone(s, n, job->flags, small, &out_len, &national);
+            job->national += national;
             if (st == ST_VALID) digest_into(job, small, out_len, slot);
             break;
+        }
         default: /* K_EMAIL */
             if (!grow_scratch(job, n)) {
                 job->no_memory = 1;
@@ -266,8 +270,9 @@ static PyObject *hash_job_rows(chunk_job *job, Py_ssize_t sample_cap) {
         if (!t) goto done;
         PyList_SET_ITEM(deferred, (Py_ssize_t)i, t);
     }
-    result = Py_BuildValue("(On(nnn)OO)", digests, (Py_ssize_t)job->rows, job->counts[ST_EMPTY],
-                           job->counts[ST_MALFORMED], job->counts[ST_ZERO_ID], sample, deferred);
+    result = Py_BuildValue("(On(nnn)OOn)", digests, (Py_ssize_t)job->rows, job->counts[ST_EMPTY],
+                           job->counts[ST_MALFORMED], job->counts[ST_ZERO_ID], sample, deferred,
+                           job->national);
 done:
     Py_XDECREF(digests);
     Py_XDECREF(sample);
@@ -699,5 +704,11 @@ PyMODINIT_FUNC PyInit__native(void) {
     have_shani = cpu_has_shani();
     if (have_shani) sha256_blocks = sha256_blocks_shani;
 #endif
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    /* What the Python side expects of this module (asyncsync/rules/engine.py: NATIVE_ABI). */
+    if (m && PyModule_AddIntConstant(m, "ABI", 2) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -155,10 +155,10 @@ static inline int rule_email(const uint8_t *s, size_t n, uint8_t *out, size_t *o
  * Spaces, ``-``, ``(``, ``)``, ``.`` and ``+`` are dropped, anything else is malformed. A ``+``
  * before the first digit, or a leading ``00``, marks an international number (the ``00`` is
  * dropped); a single leading ``0`` marks a national one, which has no country code: malformed
- * (with a default country: Python's). Bare digits already carry the country code.
- * ``out``: at least 16 bytes. */
+ * (with a default country: Python's), and sets ``*national``. Bare digits already carry the
+ * country code. ``out``: at least 16 bytes. */
 static inline int rule_phone(const uint8_t *s, size_t n, unsigned flags, uint8_t *out,
-                             size_t *out_len) {
+                             size_t *out_len, int *national) {
     uint8_t d[18];
     size_t nd = 0;
     int plus = 0, bad = 0;
@@ -178,7 +178,10 @@ static inline int rule_phone(const uint8_t *s, size_t n, unsigned flags, uint8_t
         skip = 2; /* international prefix */
     } else if (!plus) {
         if (flags & F_DEFER_PHONE_LOCAL) return ST_DEFER; /* read with the default country */
-        if (nd >= 1 && d[0] == '0') return ST_MALFORMED;   /* national: no country code */
+        if (nd >= 1 && d[0] == '0') { /* national: no country code (is_national_phone) */
+            *national = 1;
+            return ST_MALFORMED;
+        }
     }
     if (bad) return (flags & F_DEFER_PHONE_LOCAL) ? ST_DEFER : ST_MALFORMED;
     size_t len = nd - skip;

@@ -33,12 +33,20 @@ ENGINE_ENV: Final = "ASYNCSYNC_ENGINE"
 Engine = Literal["native", "python"]
 
 
+NATIVE_ABI: Final = 2
+"""What this Python code expects of ``asyncsync._native`` (its ``ABI`` constant): an extension
+built from older C sources (an editable install not rebuilt) is not used."""
+
+
 @cache
 def _import_native() -> tuple[ModuleType | None, str]:
     try:
-        return importlib.import_module("asyncsync._native"), ""
+        module = importlib.import_module("asyncsync._native")
     except ImportError as exc:
         return None, str(exc)
+    if getattr(module, "ABI", 1) != NATIVE_ABI:
+        return None, "built from older sources: run `pip install -e .` again"
+    return module, ""
 
 
 def native_module() -> ModuleType | None:

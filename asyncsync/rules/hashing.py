@@ -27,7 +27,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Final
 
@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - other interpreters or Python >= 3.12
     _sha256 = hashlib.sha256
 
 from asyncsync.rules.engine import Engine, native_for
-from asyncsync.rules.ids import NATIONAL_LINES, Reject, is_national_phone, normalize
+from asyncsync.rules.ids import Reject, is_national_phone, normalize
 from asyncsync.rules.limits import HashAlgo, IdType
 
 if TYPE_CHECKING:  # collections.abc.Buffer from Python 3.12 on
@@ -268,11 +268,7 @@ def hash_chunk(
     native = native_for(engine)
     if native is None:
         return _python_hash_chunk(data, kind, algo, sample_cap, default_country)
-    hashed = _native_hash(native, data, None, kind, algo, sample_cap, default_country)
-    if _counts_national(kind, default_country, hashed):
-        # Every national number is malformed without a default country: count them at once.
-        hashed = replace(hashed, national=len(NATIONAL_LINES.findall(data)))
-    return hashed
+    return _native_hash(native, data, None, kind, algo, sample_cap, default_country)
 
 
 def hash_values(
@@ -296,8 +292,6 @@ def hash_values(
     bounds[:, 0] = bounds[:, 1] - lengths
     joined = b"".join(values)
     hashed = _native_hash(native, joined, bounds, kind, algo, sample_cap, default_country)
-    if _counts_national(kind, default_country, hashed):
-        hashed = replace(hashed, national=sum(map(is_national_phone, values)))
     return hashed
 
 
@@ -321,9 +315,8 @@ def hash_arrow(
     ``validity`` (the bitmap, None when no value is null). A null is an empty row; a value
     holding ``\\n`` is malformed, as it is when written as text (where it would be two lines).
 
-    None when the native engine is not the one in use, or when national phone numbers would
-    need counting: then the caller hashes the rows as lines. ``ValueError`` when the offsets
-    point outside ``data``."""
+    None when the native engine is not the one in use: then the caller hashes the rows as
+    lines. ``ValueError`` when the offsets point outside ``data``."""
     kind, algo = IdType(id_type), HashAlgo(hash_algo)
     native = native_for(engine)
     if native is None:
@@ -333,7 +326,7 @@ def hash_arrow(
     size = digest_size(kind, algo)
     flags = _DEFER_PHONE_LOCAL if kind is IdType.PHONE and default_country is not None else 0
     values = b"" if data is None else data
-    digests, count, rejected, sample, deferred = native.hash_arrow(
+    digests, count, rejected, sample, deferred, national = native.hash_arrow(
         values,
         offsets,
         wide,
@@ -345,7 +338,7 @@ def hash_arrow(
         flags,
         sample_cap,
     )
-    hashed = _native_result(
+    return _native_result(
         values,
         size,
         digests,
@@ -353,18 +346,12 @@ def hash_arrow(
         rejected,
         sample,
         deferred,
+        national,
         kind,
         algo,
         sample_cap,
         default_country,
     )
-    return None if _counts_national(kind, default_country, hashed) else hashed
-
-
-def _counts_national(kind: IdType, default_country: str | None, hashed: ChunkHashes) -> bool:
-    """Whether national phone numbers need counting: phones, no default country, and some
-    malformed line (a national number always is one)."""
-    return kind is IdType.PHONE and default_country is None and hashed.rejected[1] > 0
 
 
 # --------------------------------------------------------------------------- native engine
@@ -396,7 +383,7 @@ def _native_hash(
     default country, phone numbers written without ``+``/``00`` are handed back to Python."""
     size = digest_size(kind, algo)
     flags = _DEFER_PHONE_LOCAL if kind is IdType.PHONE and default_country is not None else 0
-    digests, rows, rejected, sample, deferred = native.hash_lines(
+    digests, rows, rejected, sample, deferred, national = native.hash_lines(
         data, _NATIVE_KIND[kind], _NATIVE_ALGO[algo], flags, sample_cap, bounds
     )
     return _native_result(
@@ -407,6 +394,7 @@ def _native_hash(
         rejected,
         sample,
         deferred,
+        national,
         kind,
         algo,
         sample_cap,
@@ -422,13 +410,16 @@ def _native_result(
     rejected: tuple[int, int, int],
     sample: list[tuple[int, int]],
     deferred: list[tuple[int, int, int, int]],
+    national: int,
     kind: IdType,
     algo: HashAlgo,
     sample_cap: int,
     default_country: str | None,
 ) -> ChunkHashes:
     """What the extension returned, with the rows it handed back settled (see
-    :func:`_settle_deferred`)."""
+    :func:`_settle_deferred`). ``national``: the phone lines it found malformed for being
+    national numbers (:func:`~asyncsync.rules.ids.is_national_phone`; none are with a default
+    country, which reads them)."""
     if deferred:
         digests, rejected, sample = _settle_deferred(
             data, deferred, digests, rejected, sample, kind, algo, sample_cap, default_country
@@ -439,6 +430,7 @@ def _native_result(
         rows=rows,
         rejected=rejected,
         sample=tuple((i, _REASON_OF_STATUS[code].value) for i, code in sample),
+        national=national,
     )
 
 

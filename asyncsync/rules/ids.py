@@ -16,7 +16,6 @@ from typing import Final
 from asyncsync.rules.limits import HashAlgo, IdType
 
 __all__ = [
-    "NATIONAL_LINES",
     "Reject",
     "check_default_country",
     "hash_id",
@@ -137,8 +136,6 @@ def is_national_phone(raw: bytes) -> bool:
 
 _NATIONAL: Final = re.compile(rb"[^0-9+]*0[^0-9]*(?:[1-9]|\Z)")
 """No ``+`` before the first digit, which is ``0``, and the next digit (if any) is not ``0``."""
-NATIONAL_LINES: Final = re.compile(rb"^[^0-9+\n]*0[^0-9\n]*(?:[1-9]|$)", re.MULTILINE)
-""":func:`is_national_phone` for every line of a chunk at once (``findall`` counts them)."""
 
 
 def _national_phone(digits: bytes, region: str) -> bytes | Reject:
