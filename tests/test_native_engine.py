@@ -289,6 +289,34 @@ def test_every_byte_at_every_position_of_a_mobile_id_agrees_across_engines() -> 
     assert fast.valid > 36 * 22 and fast.rejected[1] > 36 * 200  # both outcomes are exercised
 
 
+def test_every_byte_at_every_position_of_an_email_agrees_across_engines() -> None:
+    """The native rule judges a plain email (ASCII, no space, at most 64 bytes) 16 bytes at a
+    time and every other line byte by byte: each of the 256 byte values at each position of
+    addresses of lengths around those 16-byte blocks and the 64-byte limit, with a tag, with
+    dots in every place, is judged and hashed as the reference does."""
+    bases = [
+        b"Jo.Doe+News@Mail.Example.COM",
+        b"a@b.c",
+        b"x" * 9 + b"+t@d.io",  # 16 bytes
+        b"user.name" + b"@" + b"d" * 20 + b".com",  # 34 bytes
+        b"U" * 40 + b"@e.x" + b"y" * 19,  # 63 bytes
+        b"u" * 50 + b"@do.main" + b"z" * 6,  # 64 bytes
+        b"v" * 51 + b"@do.main" + b"z" * 6,  # 65 bytes: past the block path
+    ]
+    lines = [
+        base[:i] + bytes([value]) + base[i + 1 :]
+        for base in bases
+        for i in range(len(base))
+        for value in range(256)
+    ]
+    lines += [b"@a.b", b"a@", b"a@.b", b"a@b.", b"a@b..c", b"a@bc", b"+a@b.c", b"a+@b.c", b"a@@b.c"]
+    blob = b"\n".join(lines) + b"\n"
+    fast = hash_chunk(blob, id_type="email", sample_cap=1_000_000, engine="native")
+    slow = hash_chunk(blob, id_type="email", sample_cap=1_000_000, engine="python")
+    same(fast, slow)
+    assert fast.valid > 7 * 40 and fast.rejected[1] > 7 * 100  # both outcomes are exercised
+
+
 @pytest.mark.parametrize("kind", ["maid", "email", "phone"])
 def test_bulk_sample_chunks_agree(kind: str, tmp_path: Path) -> None:
     from asyncsync.sample import write_sample
