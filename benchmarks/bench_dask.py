@@ -51,8 +51,18 @@ def make_inputs(rows: int, files: int) -> list[Path]:
         if not path.exists():
             tmp = path.with_suffix(".tmp")
             subprocess.run(
-                [sys.executable, "-m", "asyncsync", "sample", "-n", str(n), "-o", str(tmp),
-                 "--seed", str(i)],
+                [
+                    sys.executable,
+                    "-m",
+                    "asyncsync",
+                    "sample",
+                    "-n",
+                    str(n),
+                    "-o",
+                    str(tmp),
+                    "--seed",
+                    str(i),
+                ],
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
@@ -206,11 +216,16 @@ def main() -> None:
     print(f"load average after (1, 5, 15 min): {load_after}")
     if args.json_out:
         figures = {
-            "rows": args.rows, "files": args.files, "bytes": size, "workers": args.workers,
+            "rows": args.rows,
+            "files": args.files,
+            "bytes": size,
+            "workers": args.workers,
             "local": {k: v for k, v in local.items() if k != "parts"},
             "dask": {k: v for k, v in dask.items() if k != "parts"},
-            "parts": len(local["parts"]), "same_parts": same,
-            "load_before": load_before, "load_after": load_after,
+            "parts": len(local["parts"]),
+            "same_parts": same,
+            "load_before": load_before,
+            "load_after": load_after,
         }
         args.json_out.write_text(json.dumps(figures, indent=2) + "\n")
     shutil.rmtree(WORK / "local-out", ignore_errors=True)

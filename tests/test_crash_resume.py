@@ -34,6 +34,7 @@ def test_rerun_after_sigkill_at_random_moments_delivers_exactly_once(
 ) -> None:
     deliver_through_random_kills(sandbox_process, tmp_path, seed)
 
+
 def test_sigint_exits_130_within_5s_and_the_rerun_finishes(
     sandbox_process: SandboxProcess, tmp_path: Path
 ) -> None:

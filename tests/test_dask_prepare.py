@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import json
 import os
-import signal
 import sys
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 import cloudpickle  # noqa: E402 - after the skips: it comes with the dask extra
 from click.testing import CliRunner  # noqa: E402
+from helpers.dask import KillOnce  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -156,8 +156,9 @@ def test_gzip_input_matches_local(client: Any, tmp_path: Path) -> None:
     src = tmp_path / "in.txt.gz"
     src.write_bytes(gzip.compress(b"\n".join(maid(i % 900) for i in range(3000)) + b"\n"))
     ref = local(src, out_dir=tmp_path / "local", max_file_bytes=20_000)
-    got = asyncsync.dask.prepare(src, out_dir=tmp_path / "dask", client=client,
-                                 max_file_bytes=20_000)
+    got = asyncsync.dask.prepare(
+        src, out_dir=tmp_path / "dask", client=client, max_file_bytes=20_000
+    )
     assert_same_output(got, ref)
 
 
@@ -189,16 +190,17 @@ def test_a_glob_of_files_numbers_rejected_lines_per_file(client: Any, tmp_path: 
         paths.append(path)
     ref = local(*paths, out_dir=tmp_path / "local", max_file_bytes=10_000)
     got = asyncsync.dask.prepare(
-        str(tmp_path / "in-*.txt"), out_dir=tmp_path / "dask", client=client,
-        max_file_bytes=10_000, chunk_bytes=4096,
+        str(tmp_path / "in-*.txt"),
+        out_dir=tmp_path / "dask",
+        client=client,
+        max_file_bytes=10_000,
+        chunk_bytes=4096,
     )
     want, mine = comparable(ref), comparable(got)
     assert mine.pop("inputs") == [str(tmp_path / "in-*.txt")]
     want.pop("inputs")
     assert mine == want
-    assert [(r.input, r.line) for r in got.rejected_sample] == [
-        (str(p), 401) for p in paths
-    ]
+    assert [(r.input, r.line) for r in got.rejected_sample] == [(str(p), 401) for p in paths]
 
 
 def _values_and_text(n: int) -> tuple[list[str | None], bytes]:
@@ -223,7 +225,10 @@ def test_parquet_dataset_gives_the_parts_of_the_same_ids_as_text(
     src.write_bytes(text)
     ref = local(src, out_dir=tmp_path / "local", max_file_bytes=10_000)
     got = asyncsync.dask.prepare(
-        str(dataset), out_dir=tmp_path / "dask", client=client, column="maid",
+        str(dataset),
+        out_dir=tmp_path / "dask",
+        client=client,
+        column="maid",
         max_file_bytes=10_000,
     )
     want = comparable(ref)
@@ -249,7 +254,10 @@ def test_dask_dataframe_column_and_series_are_accepted(client: Any, tmp_path: Pa
     for got in (by_column, series):
         assert [p.md5 for p in got.parts] == [p.md5 for p in ref.parts]
         assert (got.rows_read, got.rejected, got.duplicates, got.rows_written) == (
-            ref.rows_read, ref.rejected, ref.duplicates, ref.rows_written,
+            ref.rows_read,
+            ref.rejected,
+            ref.duplicates,
+            ref.rows_written,
         )
     with pytest.raises(UsageError, match="column= is required"):
         asyncsync.dask.prepare(frame, out_dir=tmp_path / "c", client=client)
@@ -272,29 +280,6 @@ def test_no_valid_id_and_missing_input_are_clear_errors(client: Any, tmp_path: P
     assert not (tmp_path / "out" / "manifest.json").exists()
     with pytest.raises(InputError, match="no such file"):
         asyncsync.dask.prepare(tmp_path / "missing.txt", out_dir=tmp_path / "out", client=client)
-
-
-class KillOnce(distributed.WorkerPlugin):  # type: ignore[misc]
-    """Kills its worker process (SIGKILL) the first time a task whose key names ``step``
-    starts executing anywhere in the cluster; ``marker`` remembers it happened."""
-
-    def __init__(self, step: str, marker: str) -> None:
-        self.step = step
-        self.marker = marker
-
-    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-        if finish != "executing":
-            return
-        name = key[0] if isinstance(key, tuple) else key
-        if self.step not in str(name):
-            return
-        try:
-            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -357,14 +342,30 @@ def test_cli_prepare_dask_writes_the_local_manifest(
 ) -> None:
     address = client.scheduler.address
     out = tmp_path / "out"
-    args = ["prepare", *map(str, sample_inputs), "-o", str(out), "--max-file-bytes", "500000",
-            "--dask", address]
+    args = [
+        "prepare",
+        *map(str, sample_inputs),
+        "-o",
+        str(out),
+        "--max-file-bytes",
+        "500000",
+        "--dask",
+        address,
+    ]
     done = CliRunner().invoke(main, [*args, "--json"])
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout)
     want = sample_reference.to_manifest()
-    for key in ("parts", "rows_read", "rows_valid", "rows_invalid", "rejected", "duplicates",
-                "rows_written", "calculate_type"):
+    for key in (
+        "parts",
+        "rows_read",
+        "rows_valid",
+        "rows_invalid",
+        "rejected",
+        "duplicates",
+        "rows_written",
+        "calculate_type",
+    ):
         assert summary[key] == want[key]
     assert json.loads((out / "manifest.json").read_text())["parts"] == want["parts"]
     bad = CliRunner().invoke(main, [*args, "--workers", "2"])
@@ -380,7 +381,10 @@ def test_two_million_rows_over_four_files_match_local(client: Any, tmp_path: Pat
         paths.append(path)
     ref = local(*paths, out_dir=tmp_path / "local", max_file_bytes=10_000_000)
     got = asyncsync.dask.prepare(
-        paths, out_dir=tmp_path / "dask", client=client, max_file_bytes=10_000_000,
+        paths,
+        out_dir=tmp_path / "dask",
+        client=client,
+        max_file_bytes=10_000_000,
         chunk_bytes=8 << 20,
     )
     assert got.rows_read == 2_000_000
@@ -414,7 +418,8 @@ def test_spark_map_in_arrow_recipe_gives_the_digests_of_the_local_engine(
             yield pa.record_batch([hexed.cast(pa.string())], names=["digest"])
 
     spark = (
-        sql.SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+        sql.SparkSession.builder.master("local[1]")
+        .config("spark.ui.enabled", "false")
         .getOrCreate()
     )
     try:

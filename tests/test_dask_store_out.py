@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ pytest.importorskip("s3fs")
 import cloudpickle  # noqa: E402 - after the skips: it comes with the dask extra
 from click.testing import CliRunner  # noqa: E402
 from helpers.api import ADVERTISER  # noqa: E402
+from helpers.dask import KillOnce  # noqa: E402
 from helpers.s3 import BUCKET, S3Server, credentials, free_port  # noqa: E402
 from helpers.sandbox import client_for, sync_options  # noqa: E402
 
@@ -169,29 +169,6 @@ async def test_sync_prepared_from_s3_delivers_exactly_those_digests(
     assert set(sandbox.members(str(result.audience_id))) == expected
 
 
-class KillOnce(distributed.WorkerPlugin):  # type: ignore[misc]
-    """Kills its worker process (SIGKILL) the first time a task whose key names ``step``
-    starts executing anywhere in the cluster; ``marker`` remembers it happened."""
-
-    def __init__(self, step: str, marker: str) -> None:
-        self.step = step
-        self.marker = marker
-
-    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-        if finish != "executing":
-            return
-        name = key[0] if isinstance(key, tuple) else key
-        if self.step not in str(name):
-            return
-        try:
-            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def test_worker_killed_while_writing_parts_gives_the_exact_output(
     s3: S3Server,
     client: Any,
@@ -218,8 +195,17 @@ def test_cli_prepare_dask_into_s3(
     s3: S3Server, client: Any, inputs: list[Path], reference: asyncsync.PrepareResult
 ) -> None:
     url = f"s3://{BUCKET}/cli/"
-    args = ["prepare", *map(str, inputs), "-o", url, "--max-file-bytes", str(CAP),
-            "--dask", client.scheduler.address, "--json"]
+    args = [
+        "prepare",
+        *map(str, inputs),
+        "-o",
+        url,
+        "--max-file-bytes",
+        str(CAP),
+        "--dask",
+        client.scheduler.address,
+        "--json",
+    ]
     done = CliRunner().invoke(main, args)
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout)

@@ -380,9 +380,7 @@ async def test_next_nights_export_supersedes_a_mirror_left_unfinished(
         await crash_at(client, sandbox, tmp_path, export, "APPEND", done=True, name="Night")
         assert ops(sandbox) == ["CREATE", "APPEND"]
         with Journal(tmp_path / "state") as journal:
-            stale = journal.find_job(
-                job_key(sandbox.api_base, ADVERTISER, "name:Night", "mirror")
-            )
+            stale = journal.find_job(job_key(sandbox.api_base, ADVERTISER, "name:Night", "mirror"))
         assert stale is not None and stale.status != "done"
         stale_work = tmp_path / "state" / "work" / f"job-{stale.id}"
         assert stale_work.is_dir()
@@ -427,9 +425,7 @@ async def test_a_new_export_settles_a_create_of_unknown_outcome_before_supersedi
         write_export(export, maids(21, 1500))
         await crash_at(client, sandbox, tmp_path, export, "create", done=False, name="Lost")
         with Journal(tmp_path / "state") as journal:
-            stale = journal.find_job(
-                job_key(sandbox.api_base, ADVERTISER, "name:Lost", "mirror")
-            )
+            stale = journal.find_job(job_key(sandbox.api_base, ADVERTISER, "name:Lost", "mirror"))
             assert stale is not None
             assert [op.outcome for op in journal.operations(stale.id)] == [None]
             paths = [p.file_path for p in journal.parts(stale.id).values()]

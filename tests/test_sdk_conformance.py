@@ -22,7 +22,6 @@ from asyncsync.sandbox import Sandbox
 TiktokSDKError = tiktok_exceptions.TiktokSDKError
 
 
-
 def sha256_lines(prefix: str, n: int) -> list[str]:
     return [hashlib.sha256(f"{prefix}-{i}".encode()).hexdigest() for i in range(n)]
 

@@ -114,7 +114,14 @@ def prepare_command(
     Dask cluster given with --dask)."""
     if dask_scheduler is not None:
         result = _prepare_on_dask(
-            inputs, out_dir, id_type, hash_algo, column, max_file_bytes, workers, dask_scheduler,
+            inputs,
+            out_dir,
+            id_type,
+            hash_algo,
+            column,
+            max_file_bytes,
+            workers,
+            dask_scheduler,
             default_country,
         )
         url = out_dir if is_remote(out_dir) else None

@@ -307,4 +307,3 @@ def summary_table(summary: Mapping[str, Any], *, title: str = "sync") -> Table:
         if summary.get(key):
             table.add_row(key, _format(key, summary[key]))
     return table
-

@@ -543,8 +543,16 @@ def prepare(
     dask_client, owned = _client(client)
     try:
         return _prepare(
-            inputs, os.fspath(out_dir), opts, dask_client, ranges, range_rows, chunk_bytes,
-            shuffle_method, fsync, started,
+            inputs,
+            os.fspath(out_dir),
+            opts,
+            dask_client,
+            ranges,
+            range_rows,
+            chunk_bytes,
+            shuffle_method,
+            fsync,
+            started,
         )
     finally:
         if owned:
@@ -624,9 +632,7 @@ def _run(
         meta=meta,
         verify_meta=False,
     )
-    shuffled = frames.set_index(
-        KEY, divisions=_divisions(n_ranges), shuffle_method=shuffle_method
-    )
+    shuffled = frames.set_index(KEY, divisions=_divisions(n_ranges), shuffle_method=shuffle_method)
     runs = shuffled.map_partitions(
         write_run,
         out.run_dir,

@@ -143,12 +143,16 @@ def hash_text_piece(
 def column_values(values: Any) -> list[bytes]:
     """A column's values as the bytes the hasher takes: text as UTF-8, binary as is, numbers
     written out in decimal, a null as an empty value."""
-    arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(
-        values, from_pandas=True
+    arr = (
+        values
+        if isinstance(values, pa.Array | pa.ChunkedArray)
+        else pa.array(values, from_pandas=True)
     )
     if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode() if isinstance(arr, pa.Array) else pc.cast(
-            arr, arr.type.value_type
+        arr = (
+            arr.dictionary_decode()
+            if isinstance(arr, pa.Array)
+            else pc.cast(arr, arr.type.value_type)
         )
     if not (pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)):
         if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):

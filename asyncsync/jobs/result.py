@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Final, Self
+from typing import Any, Self
 
 __all__ = [
-    "SUMMARY_KEYS",
     "MirrorCounts",
     "MirrorSummary",
     "OperationSummary",
@@ -19,19 +18,6 @@ __all__ = [
     "QuotaSummary",
     "SyncResult",
 ]
-
-SUMMARY_KEYS: Final = (
-    "calculate_type",
-    "parts",
-    "rows_read",
-    "rows_valid",
-    "rows_invalid",
-    "rejected",
-    "duplicates",
-    "rows_written",
-    "national_phones",
-)
-"""The prepare counts a job journals once prepare finished, and reports in its result."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -651,9 +651,7 @@ class JobRun:
         them when it names none."""
         parts = self.journal.parts(self.current.id)
         text = f"{exc.message} {exc}"
-        named = [
-            i for i in step.parts if (path := parts[i].file_path) is not None and path in text
-        ]
+        named = [i for i in step.parts if (path := parts[i].file_path) is not None and path in text]
         return named or list(step.parts)
 
     async def _create(self, step: Step, file_paths: list[str]) -> bool:

@@ -161,8 +161,10 @@ def part_lines(
                 raw = f.read(n * digest_size)
                 if len(raw) != n * digest_size:
                     raise OSError(f"{src.path}: merged digests shorter than expected")
-                lines = _hex_lines(raw, n, width) if native is None else native.hex_lines(
-                    raw, digest_size
+                lines = (
+                    _hex_lines(raw, n, width)
+                    if native is None
+                    else native.hex_lines(raw, digest_size)
                 )
                 yield lines, n
 

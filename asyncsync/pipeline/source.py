@@ -252,8 +252,7 @@ def binary_reason(head: bytes) -> str | None:
     share = (control + invalid) / len(head)
     if share > BINARY_SHARE:
         return (
-            f"{share:.0%} of its first {len(head)} bytes are binary: control bytes or invalid "
-            "UTF-8"
+            f"{share:.0%} of its first {len(head)} bytes are binary: control bytes or invalid UTF-8"
         )
     return None
 

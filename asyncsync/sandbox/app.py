@@ -606,7 +606,6 @@ def build_app(sb: Sandbox) -> web.Application:
     return app
 
 
-
 SHUTDOWN_GRACE_S: Final = 1.0
 """How long closing (or restarting) the sandbox lets requests in progress finish before their
 connections are dropped, as a server process that stops would drop them. aiohttp's default
@@ -618,6 +617,7 @@ def _runner(sb: Sandbox) -> web.AppRunner:
     return web.AppRunner(
         build_app(sb), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
     )
+
 
 class Sandbox:
     """A TikTok Business API emulator served on loopback; an async context manager.

@@ -353,8 +353,7 @@ class TikTokClient:
                 else:
                     delay = policy.backoff(attempt)
                     if attempt >= policy.attempts or (
-                        policy.total_timeout is not None
-                        and elapsed + delay > policy.total_timeout
+                        policy.total_timeout is not None and elapsed + delay > policy.total_timeout
                     ):
                         raise error from failure.__cause__
                 self.stats.retries += 1
