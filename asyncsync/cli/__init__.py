@@ -15,8 +15,9 @@ from asyncsync import __version__
 
 # numpy's OpenBLAS starts a thread per core when it loads, and each spins for a while before it
 # sleeps; no command does linear algebra, and on 2 cores that spinning took about 5 % of a
-# `prepare`'s CPU time (benchmarks/README.md, "Start-up threads"). Set before any command
-# module loads numpy, and inherited by the worker processes; a value already set is kept.
+# `prepare`'s CPU time (benchmarks/README.md, "On a 2-core AMD EPYC virtual machine"). Set
+# before any command module loads numpy, and inherited by the worker processes; a value
+# already set is kept.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 #: command name -> module under ``asyncsync.cli`` whose ``commands`` list holds it
