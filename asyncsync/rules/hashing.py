@@ -326,7 +326,7 @@ def hash_arrow(
     size = digest_size(kind, algo)
     flags = _DEFER_PHONE_LOCAL if kind is IdType.PHONE and default_country is not None else 0
     values = b"" if data is None else data
-    digests, count, rejected, sample, deferred, national = native.hash_arrow(
+    answer = native.hash_arrow(
         values,
         offsets,
         wide,
@@ -338,20 +338,7 @@ def hash_arrow(
         flags,
         sample_cap,
     )
-    return _native_result(
-        values,
-        size,
-        digests,
-        count,
-        rejected,
-        sample,
-        deferred,
-        national,
-        kind,
-        algo,
-        sample_cap,
-        default_country,
-    )
+    return _native_result(values, size, answer, kind, algo, sample_cap, default_country)
 
 
 # --------------------------------------------------------------------------- native engine
@@ -383,43 +370,33 @@ def _native_hash(
     default country, phone numbers written without ``+``/``00`` are handed back to Python."""
     size = digest_size(kind, algo)
     flags = _DEFER_PHONE_LOCAL if kind is IdType.PHONE and default_country is not None else 0
-    digests, rows, rejected, sample, deferred, national = native.hash_lines(
+    answer = native.hash_lines(
         data, _NATIVE_KIND[kind], _NATIVE_ALGO[algo], flags, sample_cap, bounds
     )
-    return _native_result(
-        data,
-        size,
-        digests,
-        rows,
-        rejected,
-        sample,
-        deferred,
-        national,
-        kind,
-        algo,
-        sample_cap,
-        default_country,
-    )
+    return _native_result(data, size, answer, kind, algo, sample_cap, default_country)
+
+
+_NativeAnswer = tuple[
+    bytes, int, tuple[int, int, int], list[tuple[int, int]], list[tuple[int, int, int, int]], int
+]
+"""What ``hash_lines`` and ``hash_arrow`` return: (digests, rows, rejected counts, sample,
+deferred rows, national), ``national`` being the phone lines found malformed for being national
+numbers (:func:`~asyncsync.rules.ids.is_national_phone`; none are with a default country, which
+reads them)."""
 
 
 def _native_result(
     data: Buffer,
     size: int,
-    digests: bytes,
-    rows: int,
-    rejected: tuple[int, int, int],
-    sample: list[tuple[int, int]],
-    deferred: list[tuple[int, int, int, int]],
-    national: int,
+    answer: _NativeAnswer,
     kind: IdType,
     algo: HashAlgo,
     sample_cap: int,
     default_country: str | None,
 ) -> ChunkHashes:
     """What the extension returned, with the rows it handed back settled (see
-    :func:`_settle_deferred`). ``national``: the phone lines it found malformed for being
-    national numbers (:func:`~asyncsync.rules.ids.is_national_phone`; none are with a default
-    country, which reads them)."""
+    :func:`_settle_deferred`)."""
+    digests, rows, rejected, sample, deferred, national = answer
     if deferred:
         digests, rejected, sample = _settle_deferred(
             data, deferred, digests, rejected, sample, kind, algo, sample_cap, default_country
