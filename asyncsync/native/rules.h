@@ -46,10 +46,12 @@ static inline uint8_t ascii_lower(uint8_t c) {
 
 /* 16 bytes of a mobile ID at ``p`` (``hyphens``: the bits of the positions that must be '-'):
  * 0 when every other byte is a hex digit of either case and those are '-'; the bits of the
- * non-'0' hex digits go to ``*nonzero``. Bytes of 0x80 and up compare as negative: no digit. */
-static inline int maid_block(const uint8_t *p, int hyphens, int *nonzero) {
+ * non-'0' hex digits go to ``*nonzero``. Bytes of 0x80 and up compare as negative: no digit.
+ * The bytes OR 0x20 go to ``out``: lowercased, as digits and '-' have that bit already. */
+static inline int maid_block(const uint8_t *p, int hyphens, int *nonzero, uint8_t *out) {
     __m128i v = _mm_loadu_si128((const __m128i *)p);
     __m128i low = _mm_or_si128(v, _mm_set1_epi8(0x20));
+    _mm_storeu_si128((__m128i *)out, low);
     __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
                                   _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1)));
     __m128i af = _mm_and_si128(_mm_cmpgt_epi8(low, _mm_set1_epi8('a' - 1)),
@@ -67,19 +69,12 @@ static inline int maid_block(const uint8_t *p, int hyphens, int *nonzero) {
 static inline int rule_maid(const uint8_t *s, size_t n, uint8_t *out) {
     if (n != 36) return ST_MALFORMED;
 #if defined(__SSE2__)
-    /* Bytes 0-15, 16-31 and 20-35 (overlapping); hyphens at 8, 13, 18 and 23. Lowercasing is
-     * OR 0x20: digits and '-' have that bit already. */
+    /* Bytes 0-15, 16-31 and 20-35 (overlapping); hyphens at 8, 13, 18 and 23. */
     int nonzero = 0;
-    int bad = maid_block(s, (1 << 8) | (1 << 13), &nonzero) |
-              maid_block(s + 16, (1 << 2) | (1 << 7), &nonzero) |
-              maid_block(s + 20, 1 << 3, &nonzero);
+    int bad = maid_block(s, (1 << 8) | (1 << 13), &nonzero, out) |
+              maid_block(s + 16, (1 << 2) | (1 << 7), &nonzero, out + 16) |
+              maid_block(s + 20, 1 << 3, &nonzero, out + 20);
     if (bad) return ST_MALFORMED;
-    __m128i bit = _mm_set1_epi8(0x20);
-    _mm_storeu_si128((__m128i *)out, _mm_or_si128(_mm_loadu_si128((const __m128i *)s), bit));
-    _mm_storeu_si128((__m128i *)(out + 16),
-                     _mm_or_si128(_mm_loadu_si128((const __m128i *)(s + 16)), bit));
-    _mm_storeu_si128((__m128i *)(out + 20),
-                     _mm_or_si128(_mm_loadu_si128((const __m128i *)(s + 20)), bit));
     return nonzero ? ST_VALID : ST_ZERO_ID;
 #else
     uint8_t bad = 0, any = 0;

@@ -191,12 +191,8 @@ def merge_group(
     """
     total, unique = _sort_unique_group(sources, size)
     flags = os.O_WRONLY | os.O_CREAT | (0 if overwrite else os.O_TRUNC)
-    fd = os.open(out_path, flags, 0o600)
-    try:
-        with open(fd, "wb", closefd=False) as f:
-            f.write(unique)
-    finally:
-        os.close(fd)
+    with open(os.open(out_path, flags, 0o600), "wb") as f:
+        f.write(unique)
     return total, len(unique) // size
 
 
