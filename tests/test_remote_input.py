@@ -212,10 +212,16 @@ def test_an_object_replaced_during_the_read_is_an_error(own_s3: S3Server) -> Non
         stream.close()
 
 
+HELD_AFTER = 6 << 20
+"""Bytes of answer a connection through the proxy carries before the first cut."""
+
+
 @pytest.fixture
 def s3_via_proxy(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[CuttableProxy]:
-    """The shared server reached through a proxy whose connections a test cuts."""
-    proxy = CuttableProxy(s3.port)
+    """The shared server reached through a proxy whose connections a test cuts. Until the cut,
+    a connection carries at most ``HELD_AFTER`` bytes of answer: a test that reads less before
+    the cut and more after it needs the network after it."""
+    proxy = CuttableProxy(s3.port, hold_after=HELD_AFTER)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     yield proxy
     proxy.close()
@@ -231,8 +237,8 @@ def restore_later(proxy: CuttableProxy, delay: float) -> threading.Thread:
     return thread
 
 
-BIG = 48 << 20
-"""Far more than the sockets between client and server hold: a cut stops a streamed GET."""
+BIG = 24 << 20
+"""Twice what a test reads before and after a cut: the read after it needs the network."""
 
 
 def test_s3_read_cut_mid_stream_resumes_and_gives_every_byte_once(

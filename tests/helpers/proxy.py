@@ -11,10 +11,18 @@ import threading
 
 class CuttableProxy:
     """Forwards ``127.0.0.1:port`` to ``127.0.0.1:target``. ``cut()`` resets every open
-    connection and resets new ones until ``restore()``."""
+    connection and resets new ones until ``restore()``.
 
-    def __init__(self, target: int) -> None:
+    With ``hold_after``, each connection forwards at most that many bytes towards the client
+    until the first ``cut()``: what a client can hold in its buffers when the cut comes is
+    bounded, whatever the sockets' buffer sizes (a kernel that autotunes a loopback receive
+    buffer to tens of MB would otherwise hand the client the rest of the answer before the
+    cut, and the read the cut is meant to break would never need the network)."""
+
+    def __init__(self, target: int, *, hold_after: int | None = None) -> None:
         self.target = target
+        self.hold_after = hold_after
+        self._released = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -47,13 +55,22 @@ class CuttableProxy:
                 continue
             with self._lock:
                 self._open |= {client, upstream}
-            self._spawn(self._pump, client, upstream)
-            self._spawn(self._pump, upstream, client)
+            self._spawn(self._pump, client, upstream, None)
+            self._spawn(self._pump, upstream, client, self.hold_after)
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, hold_after: int | None) -> None:
+        sent = 0
         try:
             while data := src.recv(1 << 16):
+                if hold_after is not None and not self._released.is_set():
+                    room = max(0, hold_after - sent)
+                    if len(data) > room:
+                        dst.sendall(data[:room])
+                        sent += room
+                        self._released.wait()  # until the first cut, which resets dst
+                        data = data[room:]
                 dst.sendall(data)
+                sent += len(data)
         except OSError:
             pass
         for s in (src, dst):
@@ -67,6 +84,7 @@ class CuttableProxy:
             conns, self._open = self._open, set()
         for s in conns:
             _reset(s)
+        self._released.set()
 
     def restore(self) -> None:
         with self._lock:
