@@ -14,6 +14,9 @@ the text file there as ``s3://bench/maid-ROWS.txt``, then times each of
   pointing at the server)
 
 ``--only text,parquet`` times a subset (the floors of the inputs left out are not checked).
+``--parquet-codecs none,lz4,zstd`` also times the same column written with each of those codecs
+(``parquet-none``...; ``maid-ROWS.CODEC.parquet``), reported beside the snappy file, whose
+rows/s the floor is checked on.
 ``--repeats`` times, alternating (the order rotates each round), each in its own process, measured
 as ``run.py`` measures (wall time from spawn to exit). All three must write the same parts (same
 MD5s); the medians are checked against the floors of the remote and Parquet inputs: Parquet at
@@ -69,18 +72,19 @@ def sample(rows: int) -> Path:
     return src
 
 
-def to_parquet(src: Path) -> Path:
-    """The lines of ``src`` as one string column, written in 1 M-row row groups."""
+def to_parquet(src: Path, codec: str = "snappy") -> Path:
+    """The lines of ``src`` as one string column, written in 1 M-row row groups with ``codec``
+    (``maid-ROWS.parquet`` for snappy, else ``maid-ROWS.CODEC.parquet``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    dst = src.with_suffix(".parquet")
+    dst = src.with_suffix(".parquet" if codec == "snappy" else f".{codec}.parquet")
     if dst.exists():
         return dst
     print(f"writing {dst} ...", flush=True)
     schema = pa.schema([("idfa", pa.string())])
     tmp = dst.with_suffix(".tmp")
-    with src.open("rb") as f, pq.ParquetWriter(tmp, schema, compression="snappy") as writer:
+    with src.open("rb") as f, pq.ParquetWriter(tmp, schema, compression=codec) as writer:
         batch: list[str] = []
         for line in f:
             batch.append(line.rstrip(b"\r\n").decode("utf-8", "replace"))
@@ -178,7 +182,13 @@ def main() -> None:
         default=",".join(CONTENDERS),
         help="comma-separated inputs to time (default: all of %(default)s)",
     )
+    parser.add_argument(
+        "--parquet-codecs",
+        default="",
+        help="comma-separated Parquet codecs (none, lz4, zstd, gzip) also timed, beside snappy",
+    )
     args = parser.parse_args()
+    codecs = [c.strip() for c in args.parquet_codecs.split(",") if c.strip() not in ("", "snappy")]
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(only) - set(CONTENDERS))
     if unknown or not only:
@@ -200,6 +210,8 @@ def main() -> None:
         if server is not None:
             contenders["s3-text"] = (server.put(text), server.env())
         contenders = {name: contenders[name] for name in CONTENDERS if name in only}
+        for codec in codecs:
+            contenders[f"parquet-{codec}"] = (str(to_parquet(text, codec)), dict(os.environ))
         load_before = loadavg()
         runs: dict[str, list[dict[str, Any]]] = {k: [] for k in contenders}
         order = list(contenders)
@@ -235,6 +247,10 @@ def main() -> None:
             "floor": f"<= {S3_FLOOR}",
             "pass": s3_ratio <= S3_FLOOR,
         }
+    for codec in codecs:
+        if "text" in median:
+            ratio = median["text"] / median[f"parquet-{codec}"]
+            verdicts[f"parquet_{codec}_rows_per_s_over_text"] = {"value": round(ratio, 3)}
     print()
     cpu = {name: statistics.median(r["cpu_s"] for r in rs) for name, rs in runs.items()}
     print("| input | median wall s | rows/s | median CPU s | peak RSS MB |")
@@ -247,6 +263,9 @@ def main() -> None:
         )
     print()
     for key, v in verdicts.items():
+        if "floor" not in v:
+            print(f"{key}: {v['value']} (no floor)")
+            continue
         print(f"{key}: {v['value']} (floor {v['floor']}): {'PASS' if v['pass'] else 'FAIL'}")
     print(f"load average before {load_before}, after {load_after} ({os.cpu_count()} cores)")
     print(f"engine: {engine()}")
