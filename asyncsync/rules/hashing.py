@@ -291,8 +291,7 @@ def hash_values(
     np.cumsum(lengths, out=bounds[:, 1])
     bounds[:, 0] = bounds[:, 1] - lengths
     joined = b"".join(values)
-    hashed = _native_hash(native, joined, bounds, kind, algo, sample_cap, default_country)
-    return hashed
+    return _native_hash(native, joined, bounds, kind, algo, sample_cap, default_country)
 
 
 def hash_arrow(
