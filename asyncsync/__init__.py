@@ -8,7 +8,6 @@ and the sync job load only when a program touches them.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from asyncsync.errors import (
@@ -35,11 +34,6 @@ if TYPE_CHECKING:
         UploadedFile,
     )
 
-try:
-    __version__ = version("asyncsync")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
-
 _LAZY: dict[str, str] = {
     "AccessToken": "asyncsync.tiktok",
     "Audience": "asyncsync.tiktok",
@@ -60,7 +54,20 @@ _LAZY: dict[str, str] = {
 }
 
 
+def _version() -> str:
+    # importlib.metadata takes about 50 ms to import: paid only by who asks for the version.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("asyncsync")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'asyncsync' has no attribute {name!r}")
@@ -70,7 +77,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"__version__"})
 
 
 __all__ = [

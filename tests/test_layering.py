@@ -5,7 +5,8 @@ counts; an import only for type checking does not).
 Layers, lowest first (``docs/architecture.md``)::
 
     errors, events, fsync          the error tree, progress events, the directory fsync
-    rules, sample, credentials     pure rules; leaf helpers
+    rules, sample, credentials,    pure rules; leaf helpers
+    locations, forkserver
     pipeline | tiktok | sandbox    siblings: none imports another
     store | dask                   the journal and snapshots | prepare on a Dask cluster
     jobs                           the sync job
@@ -30,6 +31,8 @@ LAYERS: dict[str, int] = {
     "rules": 1,
     "sample": 1,
     "credentials": 1,
+    "locations": 1,
+    "forkserver": 1,
     "pipeline": 2,
     "tiktok": 2,
     "sandbox": 2,

@@ -11,7 +11,7 @@ import os
 
 import click
 
-from asyncsync import __version__
+import asyncsync
 
 # numpy's OpenBLAS starts a thread per core when it loads, and each spins for a while before it
 # sleeps; no command does linear algebra, and on 2 cores that spinning took about 5 % of a
@@ -31,7 +31,23 @@ _COMMANDS: dict[str, str] = {
 }
 
 
+#: commands that hash their inputs on the local pool (unless given a flag of _NO_POOL_FLAGS)
+_HASHING_COMMANDS = frozenset({"prepare", "sync"})
+_NO_POOL_FLAGS = ("-h", "--help", "--dask", "--prepared")
+_DIRECTORY_OPTIONS = ("-o", "--out-dir", "--state-dir")
+
+
 class _LazyGroup(click.Group):
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # Before anything opens a file or a pipe, and before the command's module (numpy, the
+        # readers, the HTTP client) is imported.
+        _reopen_closed_std_fds()
+        if args and args[0] in _HASHING_COMMANDS and not ctx.resilient_parsing:
+            _start_fork_server(args[1:])
+        return super().resolve_command(ctx, args)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
 
@@ -51,7 +67,7 @@ def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
         return
     from asyncsync.rules.engine import describe_engine
 
-    click.echo(f"asyncsync, version {__version__}\nhashing engine: {describe_engine()}")
+    click.echo(f"asyncsync, version {asyncsync.__version__}\nhashing engine: {describe_engine()}")
     ctx.exit()
 
 
@@ -69,7 +85,25 @@ def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
 )
 def main() -> None:
     """Stream very large ID exports into TikTok custom audiences, exactly once."""
-    _reopen_closed_std_fds()
+
+
+def _start_fork_server(args: list[str]) -> None:
+    """Start the hashing pool's fork server now, so that it imports numpy (and pyarrow, if an
+    input looks like Parquet) on another core while this process imports the command
+    (:mod:`asyncsync.forkserver`). ``args`` are the command's, not yet parsed: every word that
+    is not an option or the value of a directory option (``-o DIR``, which would look like a
+    Parquet dataset) may be an input. A wrong guess costs time, never correctness."""
+    if any(a.split("=", 1)[0] in _NO_POOL_FLAGS for a in args):
+        return
+    from asyncsync import forkserver
+    from asyncsync.locations import is_parquet
+
+    words = [
+        a
+        for i, a in enumerate(args)
+        if not a.startswith("-") and not (i and args[i - 1] in _DIRECTORY_OPTIONS)
+    ]
+    forkserver.start(parquet=any(is_parquet(w) for w in words))
 
 
 def _reopen_closed_std_fds() -> None:

@@ -47,7 +47,8 @@ from typing import Any, Final
 import numpy as np
 
 from asyncsync.errors import InputError
-from asyncsync.pipeline.remote import RemoteObject, display_name, filesystem, is_remote
+from asyncsync.locations import PARQUET_SUFFIXES, has_glob, is_parquet, is_remote
+from asyncsync.pipeline.remote import RemoteObject, display_name, filesystem
 from asyncsync.rules.engine import native_for
 from asyncsync.rules.hashing import ChunkHashes, digest_size, hash_arrow, hash_chunk
 
@@ -66,8 +67,6 @@ __all__ = [
     "joined_hashes",
 ]
 
-PARQUET_MAGIC: Final = b"PAR1"
-PARQUET_SUFFIXES: Final = (".parquet", ".parq", ".pq")
 READ_BUFFER_BYTES: Final = 1 << 20
 """pyarrow reads column chunks through a buffer of this size (a row group is never read whole)."""
 READ_BATCH_ROWS: Final = 1 << 15
@@ -77,37 +76,11 @@ _BATCH_VALUE_BYTES: Final = 40
 """Bytes a value is assumed to take when a batch's row count is chosen from ``chunk_bytes``."""
 _MALFORMED: Final = b"\x00"
 """Stands for a value holding a line end: NUL is malformed for every ID type, never empty."""
-_GLOB_CHARS: Final = frozenset("*?[")
 ROW_GROUP_BYTES: Final = 64 << 20
 """A local file whose row groups each hold at most this many bytes of the ID column
 (uncompressed) is read by the workers themselves, a few row groups per job. A row group is the
 smallest job a worker reads (a worker's memory does not depend on it), so a file with larger
 ones goes through the parent in batches, which every worker then shares."""
-
-
-def _has_glob(name: str) -> bool:
-    return any(c in _GLOB_CHARS for c in name)
-
-
-def is_parquet(name: str) -> bool:
-    """Whether ``name`` is read as a Parquet dataset: a ``.parquet`` (``.parq``, ``.pq``) file,
-    a local directory, a glob, a URL ending in ``/``, or a local file starting with ``PAR1``."""
-    if name == "-":
-        return False
-    lowered = name.lower().rstrip("/")
-    if lowered.endswith(PARQUET_SUFFIXES) or _has_glob(name):
-        return True
-    if is_remote(name):
-        return name.split("?", 1)[0].endswith("/")
-    if os.path.isdir(name):
-        return True
-    if not os.path.isfile(name):  # a pipe's first bytes must stay for the text reader
-        return False
-    try:
-        with open(name, "rb") as f:
-            return f.read(4) == PARQUET_MAGIC
-    except OSError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +133,7 @@ class DatasetFile:
 
 
 def _local_files(name: str) -> list[DatasetFile]:
-    if _has_glob(name):
+    if has_glob(name):
         paths = sorted(p for p in globlib.glob(name, recursive=True) if os.path.isfile(p))
     elif os.path.isdir(name):
         paths = sorted(
@@ -180,7 +153,7 @@ def _remote_files(url: str) -> list[DatasetFile]:
     name = display_name(url)
     scheme = url.split("://", 1)[0]
     try:
-        if _has_glob(path):
+        if has_glob(path):
             found = sorted(fs.glob(path))
         elif url.split("?", 1)[0].endswith("/") or fs.isdir(path):
             found = sorted(fs.find(path))

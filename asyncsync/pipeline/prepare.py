@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -57,13 +56,14 @@ from asyncsync.errors import (
     first_error,
 )
 from asyncsync.events import ChunkHashed, PartWritten, Reporter, StageChanged, null_reporter
+from asyncsync.forkserver import pool_context
+from asyncsync.locations import is_parquet, is_remote
 from asyncsync.pipeline.dedupe import (
     MergeSource,
     count_group,
     merge_group,
     plan_groups,
 )
-from asyncsync.pipeline.parquet import is_parquet
 from asyncsync.pipeline.parts import (
     PART_GLOB,
     TMP_SUFFIX,
@@ -75,7 +75,6 @@ from asyncsync.pipeline.parts import (
     write_json_atomic,
     write_part,
 )
-from asyncsync.pipeline.remote import is_remote
 from asyncsync.pipeline.source import (
     MAX_RECORD_BYTES,
     InputSpec,
@@ -439,22 +438,22 @@ class _Pool(ProcessPoolExecutor):
 
     forkserver: workers do not inherit the event loop, its threads or open files; the server
     preloads the hashing modules once (numpy import) for every later pool, and pyarrow's
-    Parquet reader too when the command that starts it reads Parquet (``preload``), so that
-    the workers do not each import it. Each worker gets the
+    Parquet reader too when the command that starts it reads Parquet (``parquet``), so that
+    the workers do not each import it (:mod:`asyncsync.forkserver`; the command line
+    starts the server before its own imports). Each worker gets the
     read end of a pipe whose write end only this process holds, and exits when it reaches
     end-of-file: when the pool is shut down, or when this process dies, even by SIGKILL (see
     :func:`asyncsync.pipeline.worker.init_worker`).
     """
 
-    def __init__(self, workers: int, preload: tuple[str, ...] = ()) -> None:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["asyncsync.pipeline.worker", *preload])
+    def __init__(self, workers: int, parquet: bool = False) -> None:
+        ctx = pool_context(parquet)
         self._lifeline, self._lifeline_end = ctx.Pipe(duplex=False)
         super().__init__(
             max_workers=workers,
             mp_context=ctx,
             initializer=init_worker,
-            initargs=(self._lifeline, bool(preload)),
+            initargs=(self._lifeline, parquet),
         )
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -906,20 +905,16 @@ def _discard_tmp(root: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-_PARQUET_MODULES: Final = ("pyarrow.parquet",)
-"""What the workers' fork server imports once when an input is Parquet."""
-
-
 def _start_pool_for(names: list[str], opts: PrepareOptions) -> asyncio.Future[ProcessPoolExecutor]:
     """The pool for ``names``, starting on a thread; its fork server imports pyarrow once when
     an input is Parquet."""
-    preload = _PARQUET_MODULES if any(is_parquet(n) for n in names) else ()
-    return asyncio.ensure_future(asyncio.to_thread(_start_pool, opts.resolved_workers(), preload))
+    parquet = any(is_parquet(n) for n in names)
+    return asyncio.ensure_future(asyncio.to_thread(_start_pool, opts.resolved_workers(), parquet))
 
 
-def _start_pool(workers: int, preload: tuple[str, ...] = ()) -> ProcessPoolExecutor:
+def _start_pool(workers: int, parquet: bool = False) -> ProcessPoolExecutor:
     """A started pool (blocking: run on a thread)."""
-    pool = _Pool(workers, preload)
+    pool = _Pool(workers, parquet)
     try:
         pool.submit(ready).result()
     except BaseException:

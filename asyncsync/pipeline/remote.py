@@ -59,6 +59,7 @@ from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from asyncsync.errors import InputError
+from asyncsync.locations import REMOTE_SCHEMES, is_remote
 
 __all__ = [
     "BLOCK_BYTES",
@@ -70,19 +71,6 @@ __all__ = [
     "is_remote",
 ]
 
-REMOTE_SCHEMES: Final = {
-    "s3": "s3",
-    "s3a": "s3",
-    "gs": "gcs",
-    "gcs": "gcs",
-    "az": "azure",
-    "abfs": "azure",
-    "abfss": "azure",
-    "http": None,
-    "https": None,
-}
-"""URL schemes read through fsspec, with the asyncsync extra that brings their backend."""
-
 BLOCK_BYTES: Final = 32 * 1024 * 1024
 """Bytes fetched by one ranged read request: few requests per object, bounded memory per input."""
 STREAM_BLOCK_BYTES: Final = 8 * 1024 * 1024
@@ -92,18 +80,11 @@ FIRST_BLOCK_BYTES: Final = 1024 * 1024
 RETRIES: Final = 4
 """Reads retried after a failure (from the byte where the last one stopped) before giving up."""
 _BACKOFF_S: Final = 0.5
-_URL: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _CONTENT_KEYS: Final = ("etag", "versionid", "version_id", "generation", "md5hash")
 _TIME_KEYS: Final = ("last_modified", "lastmodified", "updated", "mtime")
 _SKIP_BYTES: Final = 2 * FIRST_BLOCK_BYTES
 _MAX_PARKED: Final = 4
 _T = TypeVar("_T")
-
-
-def is_remote(name: str) -> bool:
-    """Whether ``name`` is a URL of a scheme read through fsspec."""
-    match = _URL.match(name)
-    return match is not None and match.group(1).lower() in REMOTE_SCHEMES
 
 
 def display_name(url: str) -> str:
