@@ -48,6 +48,7 @@ def extensions() -> list[Extension]:
             sources=["asyncsync/native/module.c"],
             depends=[
                 "asyncsync/native/md5.h",
+                "asyncsync/native/md5x8.h",
                 "asyncsync/native/rules.h",
                 "asyncsync/native/sha256.h",
             ],

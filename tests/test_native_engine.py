@@ -12,13 +12,14 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asyncsync.pipeline.parts import PartSource, write_part
+from asyncsync.pipeline.parts import MAX_LANES, PartSource, part_lanes, write_part, write_parts
 from asyncsync.rules.engine import native_module
 from asyncsync.rules.hashing import ChunkHashes, hash_arrow, hash_chunk, hash_values
 from asyncsync.rules.ids import is_national_phone
@@ -358,6 +359,108 @@ def test_native_digests_equal_hashlib_at_every_length(sha: str) -> None:
             assert native.digest(msg, 1) == hashlib.md5(msg).digest(), n
     finally:
         native.sha256_impl(before)
+
+
+@pytest.fixture(params=["avx2", "scalar"])
+def md5_lanes_simd(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Each MD5 lanes test runs with the lanes side by side (AVX2, where the CPU has it) and
+    one after another."""
+    assert native is not None
+    before = native.md5_lanes_simd()
+    use = native.md5_lanes_simd(request.param == "avx2")
+    if request.param == "avx2" and not use:
+        pytest.skip("this CPU has no AVX2")
+    try:
+        yield use
+    finally:
+        native.md5_lanes_simd(before)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    feeds=st.lists(
+        st.lists(st.integers(0, 700), min_size=1, max_size=MAX_LANES),
+        min_size=0,
+        max_size=6,
+    ),
+    lanes=st.integers(1, MAX_LANES),
+)
+def test_md5_lanes_equal_hashlib_however_the_bytes_are_fed(
+    md5_lanes_simd: bool, feeds: list[list[int]], lanes: int
+) -> None:
+    """Lanes fed different lengths in each round (blocks in common side by side, the rest one
+    by one), with partial blocks carried between rounds, empty feeds and lanes left idle."""
+    assert native is not None
+    states = native.md5_lanes(lanes)
+    fed = [b""] * lanes
+    for sizes in feeds:
+        bufs = [os.urandom(sizes[i % len(sizes)] if i < len(sizes) else 0) for i in range(lanes)]
+        native.md5_lanes_update(states, bufs)
+        fed = [a + b for a, b in zip(fed, bufs, strict=True)]
+    assert [native.md5_lanes_hexdigest(states, i) for i in range(lanes)] == [
+        hashlib.md5(m).hexdigest() for m in fed
+    ]
+
+
+def test_md5_lanes_on_long_equal_feeds_as_the_part_writer_makes_them(md5_lanes_simd: bool) -> None:
+    assert native is not None
+    states = native.md5_lanes(MAX_LANES)
+    slices = [os.urandom(65 * 8192) for _ in range(MAX_LANES)]
+    for _ in range(3):
+        native.md5_lanes_update(states, slices)
+    for lane, piece in enumerate(slices):
+        assert native.md5_lanes_hexdigest(states, lane) == hashlib.md5(piece * 3).hexdigest()
+
+
+def test_md5_lanes_refuse_what_is_not_theirs() -> None:
+    assert native is not None
+    with pytest.raises(ValueError):
+        native.md5_lanes(MAX_LANES + 1)
+    states = native.md5_lanes(2)
+    with pytest.raises(ValueError):
+        native.md5_lanes_update(states, [b"x"])
+    with pytest.raises(TypeError):
+        native.md5_lanes_update(bytearray(5), [b"x"])
+    with pytest.raises(IndexError):
+        native.md5_lanes_hexdigest(states, 2)
+
+
+@pytest.mark.parametrize("engine", ["native", "python"])
+def test_parts_written_together_equal_parts_written_alone(
+    tmp_path: Path, md5_lanes_simd: bool, engine: str
+) -> None:
+    """write_parts over parts of unequal lengths whose rows come from several unique-run files,
+    cut at odd rows: the same files and PartInfo as write_part for each."""
+    size = 32
+    runs = []
+    for i, rows in enumerate([9000, 1, 20_000, 777, 30_001]):
+        path = tmp_path / f"unique-{i}.bin"
+        path.write_bytes(os.urandom(size * rows))
+        runs.append((str(path), rows))
+    batch = [
+        (1, [PartSource(runs[0][0], 3, 9000), PartSource(runs[1][0], 0, 1)]),
+        (2, [PartSource(runs[2][0], 0, 20_000)]),
+        (3, []),
+        (4, [PartSource(runs[3][0], 0, 777), PartSource(runs[4][0], 0, 12_345)]),
+        (5, [PartSource(runs[4][0], 12_345, 30_001)]),
+    ]
+    together, alone = tmp_path / "together", tmp_path / "alone"
+    together.mkdir()
+    alone.mkdir()
+    got = write_parts(batch, size, str(together), engine=engine)
+    want = [write_part(i, src, size, str(alone), engine="python") for i, src in batch]
+    assert [(p.index, p.file, p.rows, p.bytes, p.md5) for p in got] == [
+        (p.index, p.file, p.rows, p.bytes, p.md5) for p in want
+    ]
+    for p, q in zip(got, want, strict=True):
+        assert p.path == together / p.file
+        assert p.path.read_bytes() == q.path.read_bytes()
+        assert p.md5 == hashlib.md5(p.path.read_bytes()).hexdigest()
+    assert not list(together.glob("*.tmp"))
+    assert part_lanes("python") == 1
+    assert part_lanes("native") == (MAX_LANES if md5_lanes_simd else 1)
 
 
 @pytest.mark.parametrize("size", [16, 32])

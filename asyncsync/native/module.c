@@ -15,6 +15,7 @@
 #include <stdlib.h>
 
 #include "md5.h"
+#include "md5x8.h"
 #include "rules.h"
 #include "sha256.h"
 
@@ -637,6 +638,109 @@ static PyObject *sort_unique(PyObject *self, PyObject *args) {
     return PyLong_FromSize_t(kept);
 }
 
+/* MD5 of several messages fed in turn (the part files one worker writes together): a bytearray
+ * of ``n`` MD5 contexts, fed by md5_lanes_update, read by md5_lanes_hexdigest. */
+static int cpu_avx2 = 0;  /* the CPU has AVX2 */
+static int have_avx2 = 0; /* ... and the lanes use it */
+
+static PyObject *md5_lanes(PyObject *self, PyObject *args) {
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "n", &n)) return NULL;
+    if (n < 1 || n > 8) {
+        PyErr_SetString(PyExc_ValueError, "md5_lanes: 1 to 8 lanes");
+        return NULL;
+    }
+    PyObject *states = PyByteArray_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(md5_ctx));
+    if (!states) return NULL;
+    md5_ctx *ctx = (md5_ctx *)PyByteArray_AS_STRING(states);
+    for (Py_ssize_t l = 0; l < n; l++) {
+        memset(&ctx[l], 0, sizeof ctx[l]);
+        md5_init(&ctx[l]);
+    }
+    return states;
+}
+
+static md5_ctx *lane_states(PyObject *states, Py_ssize_t *n) {
+    if (!PyByteArray_Check(states) || PyByteArray_GET_SIZE(states) % (Py_ssize_t)sizeof(md5_ctx)) {
+        PyErr_SetString(PyExc_TypeError, "states: a bytearray made by md5_lanes expected");
+        return NULL;
+    }
+    *n = PyByteArray_GET_SIZE(states) / (Py_ssize_t)sizeof(md5_ctx);
+    return (md5_ctx *)PyByteArray_AS_STRING(states);
+}
+
+/* md5_lanes_update(states, bufs): lane l is fed bufs[l] (one buffer per lane, may be empty). */
+static PyObject *md5_lanes_update_py(PyObject *self, PyObject *args) {
+    PyObject *states, *bufs;
+    if (!PyArg_ParseTuple(args, "YO", &states, &bufs)) return NULL;
+    Py_ssize_t n;
+    md5_ctx *ctx = lane_states(states, &n);
+    if (!ctx) return NULL;
+    PyObject *seq = PySequence_Fast(bufs, "bufs: a sequence of buffers expected");
+    if (!seq) return NULL;
+    if (PySequence_Fast_GET_SIZE(seq) != n) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "bufs: one buffer per lane expected");
+        return NULL;
+    }
+    Py_buffer held; /* an export keeps the bytearray from being resized without the GIL */
+    if (PyObject_GetBuffer(states, &held, PyBUF_WRITABLE) < 0) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    Py_buffer views[8];
+    const uint8_t *data[8];
+    size_t len[8];
+    Py_ssize_t got = 0;
+    for (; got < n; got++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &views[got], PyBUF_SIMPLE) < 0)
+            break;
+        data[got] = views[got].buf;
+        len[got] = (size_t)views[got].len;
+    }
+    if (got == n) {
+        Py_BEGIN_ALLOW_THREADS
+        md5_lanes_update(ctx, (int)n, data, len, have_avx2);
+        Py_END_ALLOW_THREADS
+    }
+    for (Py_ssize_t l = 0; l < got; l++) PyBuffer_Release(&views[l]);
+    PyBuffer_Release(&held);
+    Py_DECREF(seq);
+    if (got != n) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* md5_lanes_hexdigest(states, lane) -> the lowercase hex MD5 of what the lane was fed. */
+static PyObject *md5_lanes_hexdigest(PyObject *self, PyObject *args) {
+    PyObject *states;
+    Py_ssize_t lane, n;
+    if (!PyArg_ParseTuple(args, "Yn", &states, &lane)) return NULL;
+    md5_ctx *ctx = lane_states(states, &n);
+    if (!ctx) return NULL;
+    if (lane < 0 || lane >= n) {
+        PyErr_SetString(PyExc_IndexError, "lane out of range");
+        return NULL;
+    }
+    md5_ctx done = ctx[lane];
+    uint8_t out[16];
+    char hex[32];
+    md5_final(&done, out);
+    for (int i = 0; i < 16; i++) {
+        hex[2 * i] = hex_digits[out[i] >> 4];
+        hex[2 * i + 1] = hex_digits[out[i] & 15];
+    }
+    return PyUnicode_FromStringAndSize(hex, 32);
+}
+
+/* md5_lanes_simd([use]) -> whether md5_lanes_update hashes lanes side by side (AVX2); ``use``
+ * turns that off or (where the CPU has AVX2) on, for tests of both paths. */
+static PyObject *md5_lanes_simd(PyObject *self, PyObject *args) {
+    int use = -1;
+    if (!PyArg_ParseTuple(args, "|p", &use)) return NULL;
+    if (use >= 0) have_avx2 = use && cpu_avx2;
+    return PyBool_FromLong(have_avx2);
+}
+
 /* The primitives alone, for tests against hashlib. */
 static PyObject *digest(PyObject *self, PyObject *args) {
     Py_buffer msg;
@@ -684,6 +788,13 @@ static PyMethodDef methods[] = {
      "bucket_digests(raw, size, bits) -> (rows by bucket, int32 counts)"},
     {"sort_unique", sort_unique, METH_VARARGS,
      "sort_unique(buffer, size) -> rows kept (sorted, distinct) at the buffer's start"},
+    {"md5_lanes", md5_lanes, METH_VARARGS, "md5_lanes(n) -> states of n fresh MD5 contexts"},
+    {"md5_lanes_update", md5_lanes_update_py, METH_VARARGS,
+     "md5_lanes_update(states, bufs) -> None: lane l is fed bufs[l]"},
+    {"md5_lanes_hexdigest", md5_lanes_hexdigest, METH_VARARGS,
+     "md5_lanes_hexdigest(states, lane) -> hex MD5 of what the lane was fed"},
+    {"md5_lanes_simd", md5_lanes_simd, METH_VARARGS,
+     "md5_lanes_simd([use]) -> whether the lanes are hashed side by side (AVX2); use sets it"},
     {"digest", digest, METH_VARARGS, "digest(msg, algo) -> SHA-256 (0) or MD5 (1) digest"},
     {"sha256_impl", sha256_impl, METH_VARARGS,
      "sha256_impl([name]) -> the SHA-256 code in use ('sha-ni' or 'portable'); a name selects it"},
@@ -704,9 +815,12 @@ PyMODINIT_FUNC PyInit__native(void) {
     have_shani = cpu_has_shani();
     if (have_shani) sha256_blocks = sha256_blocks_shani;
 #endif
+#ifdef ASYNCSYNC_MD5X8
+    have_avx2 = cpu_avx2 = cpu_has_avx2();
+#endif
     PyObject *m = PyModule_Create(&module);
     /* What the Python side expects of this module (asyncsync/rules/engine.py: NATIVE_ABI). */
-    if (m && PyModule_AddIntConstant(m, "ABI", 2) < 0) {
+    if (m && PyModule_AddIntConstant(m, "ABI", 3) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -10,6 +10,7 @@ finished; its MD5 is updated with exactly the bytes handed to ``write``.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import hashlib
 import json
 import os
@@ -27,17 +28,21 @@ __all__ = [
     "PartInfo",
     "PartSource",
     "PlannedPart",
+    "part_lanes",
     "part_lines",
     "part_name",
     "plan_parts",
     "rows_per_part",
     "write_json_atomic",
     "write_part",
+    "write_parts",
 ]
 
 PART_GLOB: Final = "part-*.txt"
 TMP_SUFFIX: Final = ".tmp"
 _SLICE_ROWS: Final = 1 << 13  # hex lines of a slice stay in cache while MD5 reads them
+MAX_LANES: Final = 8
+"""Most parts :func:`write_parts` writes side by side (the MD5 lanes of one AVX2 register)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +139,78 @@ def write_part(
     return PartInfo(
         index=index, file=name, path=final, bytes=written, rows=rows, md5=md5.hexdigest()
     )
+
+
+def part_lanes(engine: Engine | None = None) -> int:
+    """How many parts one :func:`write_parts` call writes side by side at most: 1 unless the
+    native engine has the CPU's AVX2 for their MD5s."""
+    native = native_for(engine)
+    return MAX_LANES if native is not None and native.md5_lanes_simd() else 1
+
+
+def write_parts(
+    batch: Sequence[tuple[int, Sequence[PartSource]]],
+    digest_size: int,
+    out_dir: str,
+    fsync: bool = False,
+    engine: Engine | None = None,
+) -> list[PartInfo]:
+    """Write the parts of ``batch`` (index and sources of each, at most :data:`MAX_LANES`) in
+    one call (worker side): the same files and MD5s as :func:`write_part` for each.
+
+    A part's MD5 is one sequential chain (about 600 MB/s a core); with the native engine on a
+    CPU with AVX2, the parts' slices are written in turn and their MD5s computed side by side,
+    one lane each (about four times the MD5 throughput for eight parts: benchmarks/README.md).
+    Otherwise the parts are written one after another with :func:`write_part`.
+    """
+    if len(batch) > MAX_LANES:
+        raise ValueError(f"at most {MAX_LANES} parts at once")
+    native = native_for(engine)
+    if native is None or len(batch) < 2 or part_lanes(engine) < 2:
+        return [write_part(i, src, digest_size, out_dir, fsync, engine) for i, src in batch]
+    line = 2 * digest_size + 1
+    states = native.md5_lanes(len(batch))
+    finals = [Path(out_dir) / part_name(index) for index, _ in batch]
+    tmps = [f.with_name(f.name + TMP_SUFFIX) for f in finals]
+    rows = [0] * len(batch)
+    with contextlib.ExitStack() as stack:
+        outs = [stack.enter_context(open(tmp, "wb")) for tmp in tmps]
+        slices: list[Iterator[tuple[bytes | memoryview, int]] | None] = [
+            part_lines(src, digest_size, _open_local, engine) for _, src in batch
+        ]
+        live = len(batch)
+        while live:
+            round_: list[bytes | memoryview] = []
+            for lane, it in enumerate(slices):
+                got = next(it, None) if it is not None else None
+                if got is None:
+                    slices[lane] = None
+                    round_.append(b"")
+                    continue
+                lines, n = got
+                outs[lane].write(lines)
+                rows[lane] += n
+                round_.append(lines)
+            live = sum(it is not None for it in slices)
+            native.md5_lanes_update(states, round_)
+        for out in outs:
+            if fsync:
+                out.flush()
+                os.fsync(out.fileno())
+    infos = []
+    for lane, (index, _) in enumerate(batch):
+        os.replace(tmps[lane], finals[lane])
+        infos.append(
+            PartInfo(
+                index=index,
+                file=finals[lane].name,
+                path=finals[lane],
+                bytes=rows[lane] * line,
+                rows=rows[lane],
+                md5=native.md5_lanes_hexdigest(states, lane),
+            )
+        )
+    return infos
 
 
 def _open_local(path: str) -> BinaryIO:

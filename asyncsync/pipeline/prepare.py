@@ -70,10 +70,11 @@ from asyncsync.pipeline.parts import (
     PartInfo,
     PartSource,
     PlannedPart,
+    part_lanes,
     plan_parts,
     rows_per_part,
     write_json_atomic,
-    write_part,
+    write_parts,
 )
 from asyncsync.pipeline.source import (
     MAX_RECORD_BYTES,
@@ -577,7 +578,11 @@ async def _merge_and_write(
     per_part = rows_per_part(opts.max_file_bytes, size)
     permits = asyncio.Semaphore(opts.chunks_in_flight or 2 * opts.resolved_workers())
     merge_q: asyncio.Queue[tuple[str, asyncio.Future[tuple[int, int]]] | None] = asyncio.Queue()
-    part_q: asyncio.Queue[asyncio.Future[PartInfo] | None] = asyncio.Queue()
+    part_q: asyncio.Queue[asyncio.Future[list[PartInfo]] | None] = asyncio.Queue()
+    ready: list[tuple[int, list[PartSource]]] = []  # parts planned, not yet handed to the pool
+    ready_changed = asyncio.Condition()
+    ready_done = False  # every part is planned
+    lanes = part_lanes()
     parts: list[PartInfo] = []
     unique_total = 0
     runs: list[tuple[str, int, int]] = []  # unique runs: (path, first global row, last row)
@@ -597,24 +602,22 @@ async def _merge_and_write(
             merge_q.put_nowait((out_path, fut))
         merge_q.put_nowait(None)
 
-    async def submit_parts() -> None:
-        nonlocal unique_total
+    async def plan_parts() -> None:
+        """Count each merge's unique rows and queue every part they complete (``ready``)."""
+        nonlocal unique_total, ready_done
         index, next_row = 1, 0
 
-        async def submit(last_row: int) -> None:
+        async def queue(last_row: int) -> None:
             nonlocal index, next_row
             sources = [
                 PartSource(path, max(next_row, lo) - lo, min(last_row, hi) - lo)
                 for path, lo, hi in runs
                 if hi > next_row and lo < last_row
             ]
-            await permits.acquire()
-            fut = loop.run_in_executor(
-                pool, write_part, index, sources, size, str(out_dir), opts.fsync
-            )
-            fut.add_done_callback(_observe)
             slots.part_submitted()
-            part_q.put_nowait(fut)
+            async with ready_changed:
+                ready.append((index, sources))
+                ready_changed.notify_all()
             index, next_row = index + 1, last_row
 
         while (merged := await merge_q.get()) is not None:
@@ -624,7 +627,7 @@ async def _merge_and_write(
             unique_total += unique
             runs.append((path, lo, unique_total))
             while unique_total - next_row >= per_part:
-                await submit(next_row + per_part)
+                await queue(next_row + per_part)
             await slots.merge_counted()
         # Every group is merged: the spill runs are read. Free their disk space and page
         # cache now rather than at the end (at 100 M rows they are about 3 GB), while the
@@ -637,42 +640,66 @@ async def _merge_and_write(
         )
         try:
             if unique_total > next_row:
-                await submit(unique_total)
-            part_q.put_nowait(None)
+                await queue(unique_total)
+            async with ready_changed:
+                ready_done = True
+                ready_changed.notify_all()
         finally:
             await freeing
+
+    async def submit_parts() -> None:
+        """Hand the queued parts to the pool, as many together as have queued up (at most
+        ``lanes``: their MD5s are computed side by side, see ``write_parts``) while waiting
+        for a place in the pool; the last ones spread over the workers."""
+        while True:
+            async with ready_changed:
+                await ready_changed.wait_for(lambda: bool(ready) or ready_done)
+                if not ready:
+                    break
+            await permits.acquire()
+            take = lanes
+            if ready_done:  # no part comes after these: share them out
+                take = min(lanes, -(-len(ready) // opts.resolved_workers()))
+            batch, ready[:take] = ready[:take], []
+            fut = loop.run_in_executor(pool, write_parts, batch, size, str(out_dir), opts.fsync)
+            fut.add_done_callback(_observe)
+            part_q.put_nowait(fut)
+        part_q.put_nowait(None)
 
     async def collect_parts() -> None:
         rows_done = 0
         while (fut := await part_q.get()) is not None:
             try:
-                info = await fut
+                infos = await fut
             finally:
                 permits.release()
             if freeing is not None:
                 await freeing
-            parts.append(info)
-            # Parts finish in index order here: a unique run wholly before the rows of the
-            # parts written so far is read by no later part, so its file takes a later run.
-            rows_done += info.rows
-            read = [path for path, _, hi in runs if hi <= rows_done]
-            del runs[: len(read)]
-            await slots.part_done(read)
-            reporter(
-                PartWritten(
-                    index=info.index,
-                    path=str(info.path),
-                    rows=info.rows,
-                    bytes=info.bytes,
-                    md5=info.md5,
+            for info in infos:
+                parts.append(info)
+                # Parts finish in index order here: a unique run wholly before the rows of
+                # the parts written so far is read by no later part, so its file takes a
+                # later run.
+                rows_done += info.rows
+                read = [path for path, _, hi in runs if hi <= rows_done]
+                del runs[: len(read)]
+                await slots.part_done(read)
+                reporter(
+                    PartWritten(
+                        index=info.index,
+                        path=str(info.path),
+                        rows=info.rows,
+                        bytes=info.bytes,
+                        md5=info.md5,
+                    )
                 )
-            )
-            if on_part is not None:
-                await on_part(info)
+                if on_part is not None:
+                    await on_part(info)
 
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(submit_merges())
+            tg.create_task(plan_parts())
             tg.create_task(submit_parts())
             tg.create_task(collect_parts())
     except BaseExceptionGroup as group:

@@ -33,7 +33,7 @@ ENGINE_ENV: Final = "ASYNCSYNC_ENGINE"
 Engine = Literal["native", "python"]
 
 
-NATIVE_ABI: Final = 2
+NATIVE_ABI: Final = 3
 """What this Python code expects of ``asyncsync._native`` (its ``ABI`` constant): an extension
 built from older C sources (an editable install not rebuilt) is not used."""
 
