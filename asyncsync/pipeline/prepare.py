@@ -651,15 +651,16 @@ async def _merge_and_write(
         """Hand the queued parts to the pool, as many together as have queued up (at most
         ``lanes``: their MD5s are computed side by side, see ``write_parts``) while waiting
         for a place in the pool; the last ones spread over the workers."""
+        share: int | None = None
         while True:
             async with ready_changed:
                 await ready_changed.wait_for(lambda: bool(ready) or ready_done)
                 if not ready:
                     break
             await permits.acquire()
-            take = lanes
-            if ready_done:  # no part comes after these: share them out
-                take = min(lanes, -(-len(ready) // opts.resolved_workers()))
+            if ready_done and share is None:  # no part comes after these: share them out
+                share = min(lanes, -(-len(ready) // opts.resolved_workers()))
+            take = lanes if share is None else share
             batch, ready[:take] = ready[:take], []
             fut = loop.run_in_executor(pool, write_parts, batch, size, str(out_dir), opts.fsync)
             fut.add_done_callback(_observe)
