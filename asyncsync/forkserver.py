@@ -5,7 +5,7 @@ imports the hashing modules once (numpy, and pyarrow's Parquet reader when an in
 for every worker. That start takes about half a second of one core. ``asyncsync prepare`` and
 ``sync`` start it first thing (:func:`start`), so that it imports on the second core while the
 command itself still imports its own modules, instead of after them: measured with
-``benchmarks/ab.py`` on 10 M mobile IDs on 2 cores, 3.57 → 3.36 s (benchmarks/README.md).
+``benchmarks/ab.py`` on 10 M mobile IDs on 2 cores, 3.59 → 3.37 s (benchmarks/README.md).
 
 Only this module and the standard library are loaded here. A server started this way serves
 every later pool of the process; one started without the Parquet modules still serves a Parquet

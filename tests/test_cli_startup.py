@@ -68,8 +68,8 @@ def test_a_parquet_input_has_the_server_preload_pyarrow(tmp_path: Path) -> None:
     src = tmp_path / "ids.parquet"
     pq.write_table(pa.table({"id": ids(1_000)}), src)
     out_dir = tmp_path / "out"
-    # -o names an existing directory (which alone would look like a Parquet dataset): it is an
-    # option's value, not an input.
+    # -o names an existing directory (which alone would look like a Parquet dataset): a word
+    # after an option counts only by its suffix, as the input after --json does here.
     out_dir.mkdir()
     code, out, calls = run("prepare", "-o", str(out_dir), "--json", str(src))
     assert code == 0

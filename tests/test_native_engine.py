@@ -425,6 +425,11 @@ def test_md5_lanes_refuse_what_is_not_theirs() -> None:
         native.md5_lanes_update(bytearray(5), [b"x"])
     with pytest.raises(IndexError):
         native.md5_lanes_hexdigest(states, 2)
+    too_many = native.md5_lanes(MAX_LANES) + native.md5_lanes(1)  # contexts beyond 8 lanes
+    with pytest.raises(TypeError):
+        native.md5_lanes_update(too_many, [b"x"] * (MAX_LANES + 1))
+    with pytest.raises(TypeError):
+        native.md5_lanes_hexdigest(too_many, 0)
 
 
 @pytest.mark.parametrize("engine", ["native", "python"])

@@ -34,7 +34,6 @@ _COMMANDS: dict[str, str] = {
 #: commands that hash their inputs on the local pool (unless given a flag of _NO_POOL_FLAGS)
 _HASHING_COMMANDS = frozenset({"prepare", "sync"})
 _NO_POOL_FLAGS = ("-h", "--help", "--dask", "--prepared")
-_DIRECTORY_OPTIONS = ("-o", "--out-dir", "--state-dir")
 
 
 class _LazyGroup(click.Group):
@@ -45,7 +44,10 @@ class _LazyGroup(click.Group):
         # readers, the HTTP client) is imported.
         _reopen_closed_std_fds()
         if args and args[0] in _HASHING_COMMANDS and not ctx.resilient_parsing:
-            _start_fork_server(args[1:])
+            try:
+                _start_fork_server(args[1:])
+            except Exception:  # only a head start: the pool starts its server itself if need be
+                pass
         return super().resolve_command(ctx, args)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -90,20 +92,24 @@ def main() -> None:
 def _start_fork_server(args: list[str]) -> None:
     """Start the hashing pool's fork server now, so that it imports numpy (and pyarrow, if an
     input looks like Parquet) on another core while this process imports the command
-    (:mod:`asyncsync.forkserver`). ``args`` are the command's, not yet parsed: every word that
-    is not an option or the value of a directory option (``-o DIR``, which would look like a
-    Parquet dataset) may be an input. A wrong guess costs time, never correctness."""
+    (:mod:`asyncsync.forkserver`). ``args`` are the command's, not yet parsed, so the inputs
+    are guessed: a word that follows no option is judged by :func:`is_parquet` (a directory,
+    a file starting with ``PAR1``...); a word after an option, which may be that option's
+    value (``-o DIR``, a token file), only by a Parquet suffix in its name. A wrong guess costs
+    time, never correctness."""
     if any(a.split("=", 1)[0] in _NO_POOL_FLAGS for a in args):
         return
     from asyncsync import forkserver
-    from asyncsync.locations import is_parquet
+    from asyncsync.locations import PARQUET_SUFFIXES, is_parquet
 
-    words = [
-        a
-        for i, a in enumerate(args)
-        if not a.startswith("-") and not (i and args[i - 1] in _DIRECTORY_OPTIONS)
-    ]
-    forkserver.start(parquet=any(is_parquet(w) for w in words))
+    def looks_parquet(i: int, word: str) -> bool:
+        if word.startswith("-"):
+            return False
+        if i and args[i - 1].startswith("-"):
+            return word.lower().rstrip("/").endswith(PARQUET_SUFFIXES)
+        return is_parquet(word)
+
+    forkserver.start(parquet=any(looks_parquet(i, a) for i, a in enumerate(args)))
 
 
 def _reopen_closed_std_fds() -> None:

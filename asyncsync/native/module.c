@@ -660,32 +660,33 @@ static PyObject *md5_lanes(PyObject *self, PyObject *args) {
     return states;
 }
 
-static md5_ctx *lane_states(PyObject *states, Py_ssize_t *n) {
-    if (!PyByteArray_Check(states) || PyByteArray_GET_SIZE(states) % (Py_ssize_t)sizeof(md5_ctx)) {
+/* The contexts of ``len`` bytes of states at ``buf`` (NULL and an exception unless 1 to 8). */
+static md5_ctx *lane_states(void *buf, Py_ssize_t len, Py_ssize_t *n) {
+    *n = len / (Py_ssize_t)sizeof(md5_ctx);
+    if (len % (Py_ssize_t)sizeof(md5_ctx) || *n < 1 || *n > 8) {
         PyErr_SetString(PyExc_TypeError, "states: a bytearray made by md5_lanes expected");
         return NULL;
     }
-    *n = PyByteArray_GET_SIZE(states) / (Py_ssize_t)sizeof(md5_ctx);
-    return (md5_ctx *)PyByteArray_AS_STRING(states);
+    return (md5_ctx *)buf;
 }
 
 /* md5_lanes_update(states, bufs): lane l is fed bufs[l] (one buffer per lane, may be empty). */
 static PyObject *md5_lanes_update_py(PyObject *self, PyObject *args) {
     PyObject *states, *bufs;
     if (!PyArg_ParseTuple(args, "YO", &states, &bufs)) return NULL;
+    Py_buffer held; /* an export keeps the bytearray from being resized until the end */
+    if (PyObject_GetBuffer(states, &held, PyBUF_WRITABLE) < 0) return NULL;
     Py_ssize_t n;
-    md5_ctx *ctx = lane_states(states, &n);
-    if (!ctx) return NULL;
-    PyObject *seq = PySequence_Fast(bufs, "bufs: a sequence of buffers expected");
-    if (!seq) return NULL;
-    if (PySequence_Fast_GET_SIZE(seq) != n) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "bufs: one buffer per lane expected");
+    md5_ctx *ctx = lane_states(held.buf, held.len, &n);
+    PyObject *seq = ctx ? PySequence_Fast(bufs, "bufs: a sequence of buffers expected") : NULL;
+    if (!seq) {
+        PyBuffer_Release(&held);
         return NULL;
     }
-    Py_buffer held; /* an export keeps the bytearray from being resized without the GIL */
-    if (PyObject_GetBuffer(states, &held, PyBUF_WRITABLE) < 0) {
+    if (PySequence_Fast_GET_SIZE(seq) != n) {
         Py_DECREF(seq);
+        PyBuffer_Release(&held);
+        PyErr_SetString(PyExc_ValueError, "bufs: one buffer per lane expected");
         return NULL;
     }
     Py_buffer views[8];
@@ -715,7 +716,8 @@ static PyObject *md5_lanes_hexdigest(PyObject *self, PyObject *args) {
     PyObject *states;
     Py_ssize_t lane, n;
     if (!PyArg_ParseTuple(args, "Yn", &states, &lane)) return NULL;
-    md5_ctx *ctx = lane_states(states, &n);
+    md5_ctx *ctx =
+        lane_states(PyByteArray_AS_STRING(states), PyByteArray_GET_SIZE(states), &n);
     if (!ctx) return NULL;
     if (lane < 0 || lane >= n) {
         PyErr_SetString(PyExc_IndexError, "lane out of range");

@@ -14,13 +14,14 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 import numpy as np
 
+from asyncsync.events import PartWritten
 from asyncsync.rules.engine import Engine, native_for
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
 PART_GLOB: Final = "part-*.txt"
 TMP_SUFFIX: Final = ".tmp"
 _SLICE_ROWS: Final = 1 << 13  # hex lines of a slice stay in cache while MD5 reads them
+# (write_parts holds one slice per part, up to 8 x 532 KB for 32-byte digests: L3, not L2)
 MAX_LANES: Final = 8
 """Most parts :func:`write_parts` writes side by side (the MD5 lanes of one AVX2 register)."""
 
@@ -62,6 +64,12 @@ class PartInfo:
 
     def to_manifest(self) -> dict[str, object]:
         return {"file": self.file, "bytes": self.bytes, "rows": self.rows, "md5": self.md5}
+
+    def written(self) -> PartWritten:
+        """The progress event that says this part is final."""
+        return PartWritten(
+            index=self.index, path=str(self.path), rows=self.rows, bytes=self.bytes, md5=self.md5
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +184,10 @@ def write_parts(
     with contextlib.ExitStack() as stack:
         outs = [stack.enter_context(open(tmp, "wb")) for tmp in tmps]
         slices: list[Iterator[tuple[bytes | memoryview, int]] | None] = [
-            part_lines(src, digest_size, _open_local, engine) for _, src in batch
+            stack.enter_context(
+                contextlib.closing(part_lines(src, digest_size, _open_local, engine))
+            )
+            for _, src in batch
         ]
         live = len(batch)
         while live:
@@ -222,7 +233,7 @@ def part_lines(
     digest_size: int,
     open_source: Callable[[str], BinaryIO],
     engine: Engine | None = None,
-) -> Iterator[tuple[bytes | memoryview, int]]:
+) -> Generator[tuple[bytes | memoryview, int], None, None]:
     """The hex lines of a part, a slice of at most 2**13 rows at a time, with their row count.
 
     ``open_source`` opens a source's file for seeking and reading (a local file, or an

@@ -55,7 +55,7 @@ from asyncsync.errors import (
     UsageError,
     first_error,
 )
-from asyncsync.events import ChunkHashed, PartWritten, Reporter, StageChanged, null_reporter
+from asyncsync.events import ChunkHashed, Reporter, StageChanged, null_reporter
 from asyncsync.forkserver import pool_context
 from asyncsync.locations import is_parquet, is_remote
 from asyncsync.pipeline.dedupe import (
@@ -685,15 +685,7 @@ async def _merge_and_write(
                 read = [path for path, _, hi in runs if hi <= rows_done]
                 del runs[: len(read)]
                 await slots.part_done(read)
-                reporter(
-                    PartWritten(
-                        index=info.index,
-                        path=str(info.path),
-                        rows=info.rows,
-                        bytes=info.bytes,
-                        md5=info.md5,
-                    )
-                )
+                reporter(info.written())
                 if on_part is not None:
                     await on_part(info)
 
@@ -750,7 +742,8 @@ class _RunSlots:
         self._parts += 1
 
     async def merge_counted(self) -> None:
-        """A merge's rows are counted and every part they complete is submitted."""
+        """A merge's rows are counted and every part they complete is queued (and counted as
+        in flight: it will be written, and then free the files it reads)."""
         async with self._changed:
             self._merges -= 1
             self._changed.notify_all()

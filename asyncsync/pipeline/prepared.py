@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from asyncsync.errors import InputError, StateError, UsageError
-from asyncsync.events import PartWritten, Reporter, StageChanged, null_reporter
+from asyncsync.events import Reporter, StageChanged, null_reporter
 from asyncsync.pipeline.parts import TMP_SUFFIX, PartInfo
 from asyncsync.pipeline.prepare import (
     MANIFEST_NAME,
@@ -83,15 +83,7 @@ class PreparedDir:
         """Hand every part to ``on_part`` in index order, as ``prepare`` does; write nothing."""
         reporter(StageChanged(stage="prepare", started=True))
         for part in self.result.parts:
-            reporter(
-                PartWritten(
-                    index=part.index,
-                    path=str(part.path),
-                    rows=part.rows,
-                    bytes=part.bytes,
-                    md5=part.md5,
-                )
-            )
+            reporter(part.written())
             if on_part is not None:
                 await on_part(part)
         reporter(StageChanged(stage="prepare", started=False))
