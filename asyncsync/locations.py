@@ -13,6 +13,7 @@ __all__ = [
     "PARQUET_SUFFIXES",
     "REMOTE_SCHEMES",
     "has_glob",
+    "has_parquet_suffix",
     "is_parquet",
     "is_remote",
 ]
@@ -46,13 +47,17 @@ def has_glob(name: str) -> bool:
     return any(c in _GLOB_CHARS for c in name)
 
 
+def has_parquet_suffix(name: str) -> bool:
+    """Whether ``name`` (a path or URL, a trailing ``/`` ignored) ends in a Parquet suffix."""
+    return name.lower().rstrip("/").endswith(PARQUET_SUFFIXES)
+
+
 def is_parquet(name: str) -> bool:
     """Whether ``name`` is read as a Parquet dataset: a ``.parquet`` (``.parq``, ``.pq``) file,
     a local directory, a glob, a URL ending in ``/``, or a local file starting with ``PAR1``."""
     if name == "-":
         return False
-    lowered = name.lower().rstrip("/")
-    if lowered.endswith(PARQUET_SUFFIXES) or has_glob(name):
+    if has_parquet_suffix(name) or has_glob(name):
         return True
     if is_remote(name):
         return name.split("?", 1)[0].endswith("/")

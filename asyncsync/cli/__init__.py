@@ -100,13 +100,13 @@ def _start_fork_server(args: list[str]) -> None:
     if any(a.split("=", 1)[0] in _NO_POOL_FLAGS for a in args):
         return
     from asyncsync import forkserver
-    from asyncsync.locations import PARQUET_SUFFIXES, is_parquet
+    from asyncsync.locations import has_parquet_suffix, is_parquet
 
     def looks_parquet(i: int, word: str) -> bool:
         if word.startswith("-"):
             return False
         if i and args[i - 1].startswith("-"):
-            return word.lower().rstrip("/").endswith(PARQUET_SUFFIXES)
+            return has_parquet_suffix(word)
         return is_parquet(word)
 
     forkserver.start(parquet=any(looks_parquet(i, a) for i, a in enumerate(args)))

@@ -69,6 +69,7 @@ from asyncsync.dask.tasks import (
     write_run,
 )
 from asyncsync.errors import AsyncSyncError, InputError, NoValidIdsError, OutputError, UsageError
+from asyncsync.locations import PARQUET_SUFFIXES
 from asyncsync.pipeline.parts import (
     PART_GLOB,
     TMP_SUFFIX,
@@ -100,7 +101,6 @@ DEFAULT_CHUNK_BYTES: Final = 8 * MiB
 DEFAULT_RANGE_ROWS: Final = 1_000_000
 """Valid rows (duplicates included) one digest range is sized for, when ``ranges`` is not given."""
 
-_PARQUET_SUFFIXES: Final = (".parquet", ".pq", ".parq")
 _MIN_LINE_BYTES: Final = {
     # The shortest line that can hold a valid ID of each kind, its line end included: bytes of
     # text divided by this bound the number of valid rows from above.
@@ -191,7 +191,7 @@ def _parquet_rows(fs: Any, path: str) -> int | None:
 
 
 def _is_parquet(fs: Any, path: str) -> bool:
-    return path.lower().endswith(_PARQUET_SUFFIXES) or bool(fs.isdir(path))
+    return path.lower().endswith(PARQUET_SUFFIXES) or bool(fs.isdir(path))
 
 
 def _plan_paths(
