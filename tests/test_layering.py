@@ -7,6 +7,8 @@ Layers, lowest first (``docs/architecture.md``)::
     errors, events, fsync          the error tree, progress events, the directory fsync
     rules, sample, credentials,    pure rules; leaf helpers
     locations, forkserver
+    remote                         inputs in object storage (no numpy: the CLI starts
+                                   reading one before its own imports)
     pipeline | tiktok | sandbox    siblings: none imports another
     store | dask                   the journal and snapshots | prepare on a Dask cluster
     jobs                           the sync job
@@ -33,14 +35,15 @@ LAYERS: dict[str, int] = {
     "credentials": 1,
     "locations": 1,
     "forkserver": 1,
-    "pipeline": 2,
-    "tiktok": 2,
-    "sandbox": 2,
-    "store": 3,
-    "dask": 3,
-    "jobs": 4,
-    "cli": 5,
-    "__main__": 6,
+    "remote": 2,
+    "pipeline": 3,
+    "tiktok": 3,
+    "sandbox": 3,
+    "store": 4,
+    "dask": 4,
+    "jobs": 5,
+    "cli": 6,
+    "__main__": 7,
 }
 FACADE_USERS = {"asyncsync.tiktok.client", "asyncsync.cli"}
 """Modules that read ``asyncsync.__version__`` from the façade (lazily)."""
@@ -95,7 +98,7 @@ def layer_of(module: str) -> tuple[str, int] | None:
     if parts[0] != "asyncsync":
         return None
     if len(parts) == 1:
-        return "asyncsync", 6
+        return "asyncsync", 7
     top = parts[1]
     return top, LAYERS[top]
 

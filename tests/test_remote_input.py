@@ -30,7 +30,7 @@ from asyncsync import sync_audience
 from asyncsync.errors import InputChangedError, InputError, NameTakenError, Paused
 from asyncsync.events import ChunkHashed, Event
 from asyncsync.pipeline import PrepareResult, prepare
-from asyncsync.pipeline.remote import RemoteObject, RemoteStream
+from asyncsync.remote import RemoteObject, RemoteStream, forget_look_ahead, look_ahead
 from asyncsync.sandbox import Sandbox
 
 
@@ -124,6 +124,53 @@ async def test_missing_object_and_missing_backend_are_one_line(
 ) -> None:
     with pytest.raises(InputError, match=rf"s3://{BUCKET}/nope\.txt: no such object"):
         await run([f"s3://{BUCKET}/nope.txt"], tmp_path / "a")
+
+
+async def test_a_look_ahead_is_what_the_read_then_takes(s3: S3Server, tmp_path: Path) -> None:
+    data = maid_lines(11, 20_000)
+    (tmp_path / "local.txt").write_bytes(data)
+    url = s3.put("ahead/export.txt", data)
+    first = RemoteObject.lookup(url).identity()
+    look_ahead([url])
+    try:
+        # Waits for the look-ahead (its first block too) and leaves it in place.
+        assert RemoteObject.lookup(url, take_look_ahead=False).identity() == first
+        # Replaced now: what the next lookup takes was asked before.
+        s3.put("ahead/export.txt", maid_lines(12, 100))
+        taken = RemoteObject.lookup(url)
+        assert taken.identity() == first
+        assert taken.first_block and data.startswith(taken.first_block[0])
+        # Taken once: the next lookup asks the store, which now holds the new object.
+        assert RemoteObject.lookup(url).identity() != first
+    finally:
+        forget_look_ahead()
+    s3.put("ahead/export.txt", data)
+    look_ahead([url])
+    try:
+        same_output(
+            await run([url], tmp_path / "a"), await run([tmp_path / "local.txt"], tmp_path / "b")
+        )
+    finally:
+        forget_look_ahead()
+
+
+async def test_a_failed_look_ahead_is_reported_by_the_lookup(s3: S3Server, tmp_path: Path) -> None:
+    url = f"s3://{BUCKET}/ahead/nope.txt"
+    look_ahead([url])
+    try:
+        with pytest.raises(InputError, match=r"ahead/nope\.txt: no such object"):
+            await run([url], tmp_path / "a")
+    finally:
+        forget_look_ahead()
+
+
+def test_a_forgotten_look_ahead_is_not_taken(s3: S3Server) -> None:
+    url = s3.put("ahead/forgotten.txt", maid_lines(13, 100))
+    before = RemoteObject.lookup(url).identity()
+    look_ahead([url])
+    forget_look_ahead()  # as the command line does when its command ends
+    s3.put("ahead/forgotten.txt", maid_lines(14, 100))
+    assert RemoteObject.lookup(url).identity() != before
 
 
 def test_credentials_in_a_url_are_never_shown(tmp_path: Path) -> None:
@@ -408,7 +455,7 @@ async def test_prepared_directory_in_s3_is_verified_then_delivered(
 
 
 def test_shown_names_drop_user_info_and_query() -> None:
-    from asyncsync.pipeline.remote import display_name
+    from asyncsync.remote import display_name
 
     assert display_name("https://u:p@host:9/x.txt?X-Amz-Signature=1") == "https://host:9/x.txt"
     assert display_name("s3://bucket/key.txt") == "s3://bucket/key.txt"

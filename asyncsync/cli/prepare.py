@@ -19,7 +19,7 @@ from asyncsync.errors import UsageError
 from asyncsync.events import ChunkHashed, Event, PartWritten
 from asyncsync.pipeline import PrepareOptions, PrepareResult, prepare
 from asyncsync.pipeline.prepare import MANIFEST_NAME
-from asyncsync.pipeline.remote import display_name, is_remote
+from asyncsync.remote import display_name, is_remote
 from asyncsync.sample import KINDS, write_sample
 
 

@@ -86,7 +86,7 @@ from asyncsync.pipeline.prepare import (
     PrepareResult,
     RejectedLine,
 )
-from asyncsync.pipeline.remote import display_name, filesystem, is_remote
+from asyncsync.remote import display_name, filesystem, is_remote
 from asyncsync.rules.hashing import REASONS
 from asyncsync.rules.limits import DEFAULT_MAX_FILE_BYTES, HashAlgo, IdType
 

@@ -28,8 +28,8 @@ import pyarrow.compute as pc
 
 from asyncsync.pipeline.dedupe import sort_unique
 from asyncsync.pipeline.parts import PartInfo, PartSource, part_lines, part_name
-from asyncsync.pipeline.remote import filesystem, is_remote
 from asyncsync.pipeline.source import BOM
+from asyncsync.remote import filesystem, is_remote
 from asyncsync.rules.hashing import ChunkHashes, hash_chunk, hash_values
 from asyncsync.rules.limits import HashAlgo, IdType
 

@@ -20,7 +20,7 @@ from asyncsync.pipeline.parquet import (
     dataset_files,
     is_parquet,
 )
-from asyncsync.pipeline.remote import RemoteObject, is_remote
+from asyncsync.remote import RemoteObject, is_remote
 
 __all__ = ["External", "column_jobs", "external_input", "input_identity", "is_external"]
 
@@ -96,4 +96,4 @@ def input_identity(name: str) -> dict[str, Any]:
     if is_parquet(name):
         shown, files = dataset_files(name)
         return {"path": shown, "files": [f.identity() for f in files]}
-    return RemoteObject.lookup(name).identity()
+    return RemoteObject.lookup(name, take_look_ahead=False).identity()

@@ -48,7 +48,7 @@ import numpy as np
 
 from asyncsync.errors import InputError
 from asyncsync.locations import PARQUET_SUFFIXES, has_glob, is_parquet, is_remote
-from asyncsync.pipeline.remote import RemoteObject, display_name, filesystem
+from asyncsync.remote import RemoteObject, display_name, filesystem
 from asyncsync.rules.engine import native_for
 from asyncsync.rules.hashing import ChunkHashes, digest_size, hash_arrow, hash_chunk
 

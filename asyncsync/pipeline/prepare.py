@@ -537,21 +537,26 @@ async def _hash_step(
     on_thread: asyncio.Future[ChunkResult] | None = None
 
     jobs = aclosing(iter_jobs(specs, opts.chunk_bytes))
-    async with jobs as chunks:
-        async for job in chunks:
-            await permits.acquire()
-            if failed:
-                permits.release()
-                break
-            while not starting.done() and on_thread is not None and not on_thread.done():
-                waiting: set[asyncio.Future[Any]] = {starting, on_thread}
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if starting.done():
-                fut = loop.run_in_executor(starting.result(), hash_job, job, settings)
-            else:
-                fut = on_thread = loop.run_in_executor(None, hash_job, job, settings)
-            fut.add_done_callback(functools.partial(done, job.seq))
-            pending.add(fut)
+    try:
+        async with jobs as chunks:
+            async for job in chunks:
+                await permits.acquire()
+                if failed:
+                    permits.release()
+                    break
+                while not starting.done() and on_thread is not None and not on_thread.done():
+                    waiting: set[asyncio.Future[Any]] = {starting, on_thread}
+                    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if starting.done():
+                    fut = loop.run_in_executor(starting.result(), hash_job, job, settings)
+                else:
+                    fut = on_thread = loop.run_in_executor(None, hash_job, job, settings)
+                fut.add_done_callback(functools.partial(done, job.seq))
+                pending.add(fut)
+    except LineTooLongError as too_long:
+        if too_long.line is not None:
+            raise
+        failed.append((too_long.seq, too_long))  # a streamed input's reader: numbered below
     await asyncio.gather(*pending, return_exceptions=True)
     if failed:
         # The first error in input order; every chunk before it has been hashed by now.

@@ -34,7 +34,7 @@ from asyncsync.pipeline.prepare import (
     PrepareResult,
     read_manifest,
 )
-from asyncsync.pipeline.remote import RemoteObject, RemoteStream, display_name, is_remote
+from asyncsync.remote import RemoteObject, RemoteStream, display_name, is_remote
 from asyncsync.rules.limits import HashAlgo, IdType
 
 __all__ = ["PreparedDir", "open_prepared"]

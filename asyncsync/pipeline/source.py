@@ -35,7 +35,7 @@ import stat
 import sys
 import threading
 import zlib
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -45,7 +45,7 @@ import numpy as np
 from asyncsync.errors import InputError, UsageError
 from asyncsync.pipeline.external import External, column_jobs, external_input
 from asyncsync.pipeline.parquet import ColumnJob, ParquetInput, RowGroupJob
-from asyncsync.pipeline.remote import RemoteObject
+from asyncsync.remote import RemoteObject, RemoteStream
 from asyncsync.rules.ids import Reject, normalize
 from asyncsync.rules.limits import IdType
 
@@ -174,7 +174,7 @@ class DataJob:
     seq: int
     input_index: int
     name: str
-    first_line: int  # line ends of this input before the chunk
+    first_line: int  # line ends of this input before the chunk (kept for CSV records only)
     data: bytes
     csv: CsvLayout | None
     skip_first_record: bool
@@ -352,15 +352,22 @@ class _Stream:
                 f"{spec.name}: cannot read ({exc.strerror or exc})", path=spec.name
             ) from None
         self._file: Any = raw
+        self._read: Callable[[int], bytes] = raw.read
         if self.compression == "gzip":
             self._file = gzip.GzipFile(fileobj=raw, mode="rb")
+            self._read = self._file.read
         elif self.compression == "zstd":
             # Concatenated frames are read across; a truncated last frame raises EOFError.
             self._file = zstd.ZstdFile(raw)
+            self._read = self._file.read
+        elif isinstance(raw, RemoteStream):
+            self._read = raw.read1  # the fetched blocks as they came, without joining them
 
     def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes, fewer only at the end (or, from an object store, when a fetched
+        block ends first); ``b""`` at the end."""
         try:
-            data = self._file.read(n)
+            data = self._read(n)
         except (OSError, EOFError, zlib.error, zstd.ZstdError) as exc:
             raise InputError(
                 f"{self.spec.name}: cannot read ({self.compression} data): {exc}",
@@ -645,7 +652,9 @@ class _ChunkReader:
         if self.carry or last < 0:  # the carried line ends at the block's first line end
             first = block.find(b"\n")
             if len(self.carry) + (first if first >= 0 else len(block)) > MAX_RECORD_BYTES:
-                raise LineTooLongError(self.spec.name, self._lines + 1)
+                # The first line of the next chunk: numbered by the caller, from the line
+                # ends the workers counted in the chunks before it (see _count).
+                raise LineTooLongError(self.spec.name, None, input_index=self.spec.index)
         if last < 0:
             self.carry += block
             return None
@@ -663,6 +672,10 @@ class _ChunkReader:
         return out
 
     def _count(self, out: bytes) -> None:
+        """Keep ``lines_before`` for a CSV input, whose worker numbers its errors itself;
+        plain lines are counted by the workers only (``ChunkResult.newlines``)."""
+        if self.csv is None:
+            return
         self.lines_before = self._lines
         self._lines += count_line_ends(out)
 
@@ -696,7 +709,7 @@ async def iter_jobs(specs: Sequence[InputSpec], chunk_bytes: int) -> AsyncGenera
         reader = _ChunkReader(spec, chunk_bytes)
         try:
             first = True
-            while (data := await reader.read_chunk()) is not None:
+            while (data := await _next_chunk(reader, seq)) is not None:
                 layout = reader.csv
                 skip = first and layout is not None and layout.has_header
                 first = False
@@ -704,6 +717,17 @@ async def iter_jobs(specs: Sequence[InputSpec], chunk_bytes: int) -> AsyncGenera
                 seq += 1
         finally:
             reader.close()
+
+
+async def _next_chunk(reader: _ChunkReader, seq: int) -> bytes | None:
+    """``reader``'s next chunk, to be job ``seq``; a line too long for it is the first line of
+    that job, numbered by the caller once the jobs before it are counted."""
+    try:
+        return await reader.read_chunk()
+    except LineTooLongError as exc:
+        if exc.line is not None:
+            raise
+        raise LineTooLongError(exc.name, None, exc.record, exc.input_index, seq, 1) from None
 
 
 def read_range(job: RangeJob) -> bytes:

@@ -38,6 +38,10 @@ times with backoff, after checking that the object still has the identity it had
 run began; the end of a read checks it once more: a changed object is an error, never a
 silent mix of two versions.
 
+The command line looks its object inputs up ahead (:func:`look_ahead`), before it imports the
+command: the lookup of an input then takes what was found, its first block and parked GET
+included. This module imports neither numpy nor the pipeline, so that it can.
+
 Names shown to the user (errors, manifest, journal) drop a URL's user info and query string,
 which may hold credentials (a presigned URL's signature).
 """
@@ -52,7 +56,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
@@ -68,13 +72,16 @@ __all__ = [
     "RemoteStream",
     "display_name",
     "filesystem",
+    "forget_look_ahead",
     "is_remote",
+    "look_ahead",
 ]
 
 BLOCK_BYTES: Final = 32 * 1024 * 1024
 """Bytes fetched by one ranged read request: few requests per object, bounded memory per input."""
-STREAM_BLOCK_BYTES: Final = 8 * 1024 * 1024
-"""Bytes taken at a time from a streamed GET (a read size, not a request: smaller is cheaper)."""
+STREAM_BLOCK_BYTES: Final = 4 * 1024 * 1024
+"""Bytes taken at a time from a streamed GET (a read size, not a request): the pipeline's
+default chunk size, so that :meth:`RemoteStream.read1` hands each block on as it came."""
 FIRST_BLOCK_BYTES: Final = 1024 * 1024
 """The first request of a read is smaller: checking an input's first bytes stays cheap."""
 RETRIES: Final = 4
@@ -185,9 +192,21 @@ class RemoteObject:
         return self.made_fs[0]
 
     @classmethod
-    def lookup(cls, url: str) -> RemoteObject:
+    def lookup(cls, url: str, *, take_look_ahead: bool = True) -> RemoteObject:
         """The object at ``url`` (one metadata request). Raises ``InputError`` when it is
-        missing, a prefix rather than an object, or unreachable."""
+        missing, a prefix rather than an object, or unreachable.
+
+        When :func:`look_ahead` was asked for ``url``, what it found is taken instead (waiting
+        for it if need be): the same request made earlier, with the first block read and the
+        GET left open for the read. ``take_look_ahead=False`` (a lookup for the object's
+        identity only) leaves it for the lookup that reads."""
+        ahead = _looked_ahead(url, take=take_look_ahead)
+        if ahead is not None:
+            return ahead
+        return cls._ask(url)
+
+    @classmethod
+    def _ask(cls, url: str) -> RemoteObject:
         where = _s3_key(url)
         if where is not None:
             with contextlib.suppress(Exception):  # else fsspec looks again and says what it is
@@ -245,6 +264,76 @@ class RemoteObject:
     def open(self) -> RemoteStream:
         """A sequential byte stream over the object (``read(n)``, ``close()``)."""
         return RemoteStream(self)
+
+
+LOOK_AHEAD_WAIT_S: Final = 1.0
+"""The longest :func:`look_ahead` waits for the store's metadata answers before it returns."""
+_AHEAD: dict[str, Future[RemoteObject]] = {}
+_AHEAD_LOCK = threading.Lock()
+
+
+def look_ahead(urls: Iterable[str], *, wait_s: float = LOOK_AHEAD_WAIT_S) -> None:
+    """Look each of ``urls`` up and read its first block now, on a thread, for the
+    :meth:`RemoteObject.lookup` of it that comes later in this process (until
+    :func:`forget_look_ahead`).
+
+    The command line calls this before it imports the command (numpy, the pipeline). It
+    returns once the objects are looked up (or after ``wait_s``): importing and setting up
+    botocore, and the metadata request, run first, on their own, rather than sharing the
+    interpreter with those imports; the GET of each object's first block then goes out, and
+    the store prepares its answer while this process imports the command. The read that
+    follows takes that GET on, as after any lookup (benchmarks/README.md, "Inputs where they
+    live"). A lookup that failed is reported by the :meth:`RemoteObject.lookup` that takes
+    it, as it would have failed there; a first block that could not be read is read again
+    by the reader. Nothing is printed."""
+    pending: list[tuple[str, Future[RemoteObject]]] = []
+    with _AHEAD_LOCK:
+        for url in urls:
+            if url not in _AHEAD:
+                fut: Future[RemoteObject] = Future()
+                _AHEAD[url] = fut
+                pending.append((url, fut))
+    if not pending:
+        return
+    asked = threading.Event()
+    thread = threading.Thread(
+        target=_look, args=(pending, asked), name="asyncsync-look-ahead", daemon=True
+    )
+    thread.start()
+    asked.wait(wait_s)
+
+
+def forget_look_ahead() -> None:
+    """Drop what :func:`look_ahead` found and no lookup took (the command is over)."""
+    with _AHEAD_LOCK:
+        _AHEAD.clear()
+
+
+def _look(pending: list[tuple[str, Future[RemoteObject]]], asked: threading.Event) -> None:
+    found: list[tuple[RemoteObject, Future[RemoteObject]]] = []
+    try:
+        for url, fut in pending:
+            fut.set_running_or_notify_cancel()
+            try:
+                found.append((RemoteObject._ask(url), fut))
+            except Exception as exc:
+                fut.set_exception(exc)
+    finally:
+        asked.set()
+    for obj, fut in found:
+        # The first block, kept on the object; a streamed GET stays parked for the read. A
+        # failure here is the reader's to retry and report.
+        with contextlib.suppress(Exception):
+            obj.head(4)
+        fut.set_result(obj)
+
+
+def _looked_ahead(url: str, *, take: bool) -> RemoteObject | None:
+    """What :func:`look_ahead` found for ``url`` (waiting for it), None if it was not asked;
+    raises the lookup's error."""
+    with _AHEAD_LOCK:
+        fut = _AHEAD.pop(url, None) if take else _AHEAD.get(url)
+    return None if fut is None else fut.result()
 
 
 class _NoRanges(Exception):
@@ -629,6 +718,23 @@ class RemoteStream:
             want -= len(take)
             parts.append(take)
         return b"".join(parts)
+
+    def read1(self, n: int) -> bytes:
+        """Up to ``n`` bytes from one fetched block: fewer when that block ends first, ``b""``
+        only at the end. A block taken whole is handed out as it came, without a copy (the
+        reader of a text input asks for blocks of its chunk size). Raises ``OSError``."""
+        if self.size is None:
+            return self.read(n)
+        try:
+            more = self._pos < len(self._buf) or self._refill()
+        except _NoRanges:  # nothing was handed out yet: stream it from the start instead
+            self.size = None
+            return self.read(n)
+        if not more:
+            return b""
+        take = self._buf[self._pos : self._pos + n]  # the block itself when taken whole
+        self._pos += len(take)
+        return take
 
     def close(self) -> None:
         if self._closed:
