@@ -4,7 +4,8 @@ counts; an import only for type checking does not).
 
 Layers, lowest first (``docs/architecture.md``)::
 
-    errors, events, fsync          the error tree, progress events, the directory fsync
+    errors, events, fsync, heap    the error tree, progress events, the directory fsync,
+                                   glibc's heap thresholds
     rules, sample, credentials,    pure rules; leaf helpers
     locations, forkserver
     remote                         inputs in object storage (no numpy: the CLI starts
@@ -30,6 +31,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "events": 0,
     "fsync": 0,
+    "heap": 0,
     "rules": 1,
     "sample": 1,
     "credentials": 1,

@@ -14,6 +14,7 @@ import os
 import click
 
 import asyncsync
+from asyncsync.heap import keep_freed_memory
 
 # numpy's OpenBLAS starts a thread per core when it loads, and each spins for a while before it
 # sleeps; no command does linear algebra, and on 2 cores that spinning took about 5 % of a
@@ -54,6 +55,9 @@ class _LazyGroup(click.Group):
         # readers, the HTTP client) is imported.
         _reopen_closed_std_fds()
         if args and args[0] in _HASHING_COMMANDS and not ctx.resilient_parsing:
+            # The blocks of a streamed input (an object, stdin, a compressed file) pass through
+            # this process: its heap keeps them for the next one (asyncsync/heap.py).
+            keep_freed_memory()
             try:
                 _start_fork_server(args[1:])
             except Exception:  # only a head start: the pool starts its server itself if need be

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
+from asyncsync.heap import keep_freed_memory
 from asyncsync.pipeline.dedupe import spill_chunk, spill_run
 from asyncsync.pipeline.parquet import (
     ColumnJob,
@@ -41,9 +42,6 @@ from asyncsync.rules.limits import HashAlgo, IdType
 
 __all__ = ["ChunkResult", "HashSettings", "hash_job", "init_worker", "ready"]
 
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-_KEEP_BYTES = 512 * 1024 * 1024
 _PR_SET_PDEATHSIG = 1
 _ORPHANED_EXIT = 70
 
@@ -65,7 +63,7 @@ def init_worker(lifeline: Connection | None = None, arrow: bool = False) -> None
 
     Every chunk allocates the same few large numpy arrays; by default glibc maps and unmaps
     each one, and touching fresh pages again costs about a third of the worker's time in the
-    kernel. Raising the mmap and trim thresholds lets the heap reuse them (the heap still
+    kernel: :func:`asyncsync.heap.keep_freed_memory` lets the heap reuse them (the heap still
     stays within the per-worker bound of ``PrepareOptions``). A no-op without glibc.
 
     ``arrow`` (the command reads Parquet): Arrow's buffers come from that same heap (its system
@@ -74,12 +72,7 @@ def init_worker(lifeline: Connection | None = None, arrow: bool = False) -> None
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _end_with_parent(lifeline)
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)
-        libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
+    keep_freed_memory()
     if arrow:
         import pyarrow as pa
 
