@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from typing import Final
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "has_parquet_suffix",
     "is_parquet",
     "is_remote",
+    "object_inputs",
 ]
 
 REMOTE_SCHEMES: Final = {
@@ -70,3 +72,22 @@ def is_parquet(name: str) -> bool:
             return f.read(4) == PARQUET_MAGIC
     except OSError:
         return False
+
+
+def object_inputs(args: Sequence[str]) -> list[str]:
+    """The words of a command's arguments, not yet parsed, that name one object in a store to
+    read (the command line looks them up ahead: :func:`asyncsync.remote.look_ahead`). A guess:
+    a remote URL that is not a Parquet name, a glob or a prefix ending in ``/`` (those are
+    listed, not read as one object); after an option, which may take it as its value
+    (``--api-base``), only an object store's URL (``s3://``, ``gs://``, ``az://``...), never
+    an ``http(s)://`` one. A wrong guess costs a request, never correctness."""
+
+    def one_object(i: int, word: str) -> bool:
+        if not is_remote(word) or has_parquet_suffix(word) or has_glob(word):
+            return False
+        if word.endswith("/"):
+            return False
+        after_option = i > 0 and args[i - 1].startswith("-")
+        return not after_option or not word.lower().startswith(("http://", "https://"))
+
+    return [word for i, word in enumerate(args) if one_object(i, word)]

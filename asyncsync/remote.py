@@ -192,15 +192,16 @@ class RemoteObject:
         return self.made_fs[0]
 
     @classmethod
-    def lookup(cls, url: str, *, take_look_ahead: bool = True) -> RemoteObject:
+    def lookup(cls, url: str) -> RemoteObject:
         """The object at ``url`` (one metadata request). Raises ``InputError`` when it is
         missing, a prefix rather than an object, or unreachable.
 
-        When :func:`look_ahead` was asked for ``url``, what it found is taken instead (waiting
-        for it if need be): the same request made earlier, with the first block read and the
-        GET left open for the read. ``take_look_ahead=False`` (a lookup for the object's
-        identity only) leaves it for the lookup that reads."""
-        ahead = _looked_ahead(url, take=take_look_ahead)
+        When :func:`look_ahead` was asked for ``url``, its answer is returned instead (waiting
+        for it if need be), to every lookup of ``url`` until :func:`forget_look_ahead`: the
+        same request made earlier, its first block read and its GET left open for the read
+        (taken by one read only), and one identity for the whole command (the sync journal's
+        record and the read's ``If-Match`` agree)."""
+        ahead = _looked_ahead(url)
         if ahead is not None:
             return ahead
         return cls._ask(url)
@@ -283,9 +284,13 @@ def look_ahead(urls: Iterable[str], *, wait_s: float = LOOK_AHEAD_WAIT_S) -> Non
     interpreter with those imports; the GET of each object's first block then goes out, and
     the store prepares its answer while this process imports the command. The read that
     follows takes that GET on, as after any lookup (benchmarks/README.md, "Inputs where they
-    live"). A lookup that failed is reported by the :meth:`RemoteObject.lookup` that takes
-    it, as it would have failed there; a first block that could not be read is read again
-    by the reader. Nothing is printed."""
+    live").
+
+    One attempt at each request, on the look-ahead's own daemon thread: a command that ends
+    early (a usage error, Ctrl-C) never waits for the store, and a store that fails is retried
+    by the reader, not twice over. A lookup that failed is reported by the lookup that finds it,
+    as it would have failed there; a first block that could not be read is read by the reader.
+    Nothing is printed."""
     pending: list[tuple[str, Future[RemoteObject]]] = []
     with _AHEAD_LOCK:
         for url in urls:
@@ -304,7 +309,7 @@ def look_ahead(urls: Iterable[str], *, wait_s: float = LOOK_AHEAD_WAIT_S) -> Non
 
 
 def forget_look_ahead() -> None:
-    """Drop what :func:`look_ahead` found and no lookup took (the command is over)."""
+    """Drop what :func:`look_ahead` found (the command is over)."""
     with _AHEAD_LOCK:
         _AHEAD.clear()
 
@@ -321,18 +326,34 @@ def _look(pending: list[tuple[str, Future[RemoteObject]]], asked: threading.Even
     finally:
         asked.set()
     for obj, fut in found:
-        # The first block, kept on the object; a streamed GET stays parked for the read. A
-        # failure here is the reader's to retry and report.
-        with contextlib.suppress(Exception):
-            obj.head(4)
+        _first_block_once(obj)
         fut.set_result(obj)
 
 
-def _looked_ahead(url: str, *, take: bool) -> RemoteObject | None:
+def _first_block_once(obj: RemoteObject) -> None:
+    """Read ``obj``'s first block into ``obj.first_block`` with one request on this thread (a
+    streamed GET stays parked on ``obj`` for the read); on any failure, leave it to the
+    reader (its retries, its errors)."""
+    end = min(obj.size or 0, FIRST_BLOCK_BYTES)
+    if end == 0:
+        return
+    source = _source_for(obj)
+    try:
+        data = source.fetch(0, end)
+        if len(data) == end:
+            obj.first_block[:] = [data]
+    except Exception:  # the reader's to retry and report
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            source.close()
+
+
+def _looked_ahead(url: str) -> RemoteObject | None:
     """What :func:`look_ahead` found for ``url`` (waiting for it), None if it was not asked;
-    raises the lookup's error."""
+    raises the error its lookup met."""
     with _AHEAD_LOCK:
-        fut = _AHEAD.pop(url, None) if take else _AHEAD.get(url)
+        fut = _AHEAD.get(url)
     return None if fut is None else fut.result()
 
 

@@ -11,14 +11,23 @@ recorded.
 from __future__ import annotations
 
 import ast
+import http.server
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+from helpers.s3 import S3Server, credentials, free_port
+
+from asyncsync.locations import object_inputs
 
 SPY = """
 import sys
@@ -104,71 +113,131 @@ def test_no_server_for_help_or_for_a_command_that_does_not_hash(tmp_path: Path) 
         assert (code, calls) == (want, []), args
 
 
-AHEAD_SPY = """
+def test_object_inputs_are_told_from_the_other_words() -> None:
+    cases: dict[tuple[str, ...], list[str]] = {
+        ("s3://b/export.txt", "-o", "out"): ["s3://b/export.txt"],
+        # After an option (maybe its value), an object store's URL still counts...
+        ("-o", "out", "--json", "s3://b/a.txt", "gs://b/c.csv.gz"): [
+            "s3://b/a.txt",
+            "gs://b/c.csv.gz",
+        ],
+        # ...an http(s) one does not (--api-base takes one); without an option before, it does.
+        ("s3://b/a.txt", "--api-base", "https://api.example/"): ["s3://b/a.txt"],
+        ("https://example.com/export.txt", "-o", "out"): ["https://example.com/export.txt"],
+        # Datasets and prefixes are listed, not read as one object; local files are local.
+        ("s3://b/data.parquet", "s3://b/prefix/", "s3://b/part-*.txt", "in.txt", "-"): [],
+    }
+    for args, want in cases.items():
+        assert object_inputs(list(args)) == want, args
+
+
+API_SPY = """
 import sys
-import asyncsync.remote as remote
+from botocore.client import BaseClient
 
 calls = []
+real = BaseClient._make_api_call
 
 
-def spy(urls, **kw):
-    calls.append(("numpy" in sys.modules, list(urls)))
+def spy(self, operation, params):
+    calls.append(("numpy" in sys.modules, operation))
+    return real(self, operation, params)
 
 
-remote.look_ahead = spy
+BaseClient._make_api_call = spy
 from asyncsync.cli import main
 
 try:
-    main(sys.argv[1:])
+    main()
 finally:
     print("CALLS", repr(calls), file=sys.stderr)
 """
 
 
-def run_ahead(*args: str) -> tuple[int, list[tuple[bool, list[str]]]]:
-    """The command line's look-ahead at its remote inputs, recorded (not made: no store is
-    reached); every case ends at parsing, with an unknown option, after the decision."""
-    proc = subprocess.run(
-        [sys.executable, "-c", AHEAD_SPY, *args, "--no-such-option"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_an_object_input_is_looked_up_before_the_command_imports_numpy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = S3Server(free_port())
+    server.start()
+    try:
+        credentials(monkeypatch, server)
+        url = server.put("ahead/ids.txt", ("\n".join(ids(3_000)) + "\n").encode())
+        proc = subprocess.run(
+            [sys.executable, "-c", API_SPY, "prepare", url, "-o", str(tmp_path / "o"), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.kill()
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["rows_written"] == 3_000
     line = next(x for x in proc.stderr.splitlines() if x.startswith("CALLS "))
-    return proc.returncode, ast.literal_eval(line.removeprefix("CALLS "))
+    calls = ast.literal_eval(line.removeprefix("CALLS "))
+    # The HEAD, then the GET of the first block, before numpy; one of each for the whole
+    # read (the GET is taken on), then the end of the read checks the object once more.
+    assert calls[:2] == [(False, "HeadObject"), (False, "GetObject")], calls
+    assert [op for _, op in calls] == ["HeadObject", "GetObject", "HeadObject"], calls
 
 
-def test_remote_inputs_are_looked_up_before_numpy_is_imported() -> None:
-    cases: dict[tuple[str, ...], list[str]] = {
-        ("prepare", "s3://b/export.txt", "-o", "out"): ["s3://b/export.txt"],
-        # After an option (maybe its value), an object store's URL still counts...
-        ("prepare", "-o", "out", "--json", "s3://b/a.txt", "gs://b/c.csv.gz"): [
-            "s3://b/a.txt",
-            "gs://b/c.csv.gz",
-        ],
-        # ...an http(s) one does not (--api-base takes one); without an option before, it does.
-        ("sync", "s3://b/a.txt", "--api-base", "https://api.example/"): ["s3://b/a.txt"],
-        ("prepare", "https://example.com/export.txt", "-o", "out"): [
-            "https://example.com/export.txt"
-        ],
+class _SlowStore(http.server.BaseHTTPRequestHandler):
+    """Answers a HEAD at once and never a GET: an S3 store that stalls mid-conversation."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_HEAD(self) -> None:
+        self.seen.append("HEAD")
+        self.send_response(200)
+        self.send_header("Content-Length", str(50 << 20))
+        self.send_header("ETag", '"0123456789abcdef0123456789abcdef"')
+        self.send_header("Last-Modified", "Wed, 02 Dec 2026 00:00:00 GMT")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self.seen.append("GET")
+        time.sleep(90)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_command_that_ends_early_does_not_wait_for_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowStore)
+    store.daemon_threads = True
+    threading.Thread(target=store.serve_forever, daemon=True).start()
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{store.server_address[1]}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
     }
-    for args, want in cases.items():
-        code, calls = run_ahead(*args)
-        assert (code, calls) == (2, [(False, want)]), args
-
-
-def test_no_look_ahead_at_datasets_local_files_or_without_the_local_pool(tmp_path: Path) -> None:
-    cases: list[tuple[str, ...]] = [
-        ("prepare", "s3://b/data.parquet", "s3://b/prefix/", "s3://b/part-*.txt", "-o", "o"),
-        ("prepare", str(tmp_path / "local.txt"), "-o", "out"),
-        ("prepare", "s3://b/a.txt", "--dask=tcp://127.0.0.1:9", "-o", "out"),
-        ("sync", "--prepared", "s3://b/prepared"),
-        ("prepare", "s3://b/a.txt", "--help"),
-    ]
-    for args in cases:
-        code, calls = run_ahead(*args)
-        assert calls == [], args
-        assert code in (0, 2), args
+    try:
+        # --help: no request at all; a usage error: the look-ahead's HEAD and GET went out,
+        # and the GET that never answers does not hold the command's exit (botocore would
+        # wait 60 s for it, then retry).
+        for args, code, seen in (
+            (("--help",), 0, []),
+            (("--no-such-option",), 2, ["HEAD", "GET"]),
+        ):
+            _SlowStore.seen.clear()
+            proc = subprocess.run(
+                [sys.executable, "-m", "asyncsync", "prepare", "s3://b/k.txt", *args],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=env,
+            )
+            assert proc.returncode == code, proc.stderr
+            deadline = time.monotonic() + 5
+            while _SlowStore.seen != seen and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _SlowStore.seen == seen, args
+    finally:
+        store.shutdown()
+        store.server_close()
 
 
 EXIT_SPY = """
@@ -184,19 +253,26 @@ def last() -> None:  # registered before the command line's handlers: runs after
 atexit.register(last)
 from asyncsync.cli import main
 
-main(sys.argv[1:])
+if sys.argv[1] == "program":  # as the console script runs it: the arguments from sys.argv
+    del sys.argv[1]
+    main()
+else:  # embedded: called with its arguments
+    main(sys.argv[2:])
 """
 
 
-def test_the_exit_skips_collecting_the_whole_heap(tmp_path: Path) -> None:
+def test_the_program_skips_collecting_the_whole_heap_at_exit(tmp_path: Path) -> None:
     # The exit's collection of cyclic garbage over the whole heap took 0.08 to 0.2 s of a short
-    # run (benchmarks/README.md): the command line freezes the heap once its handlers have run.
-    proc = subprocess.run(
-        [sys.executable, "-c", EXIT_SPY, "sample", "-n", "10", "-o", str(tmp_path / "s.txt")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "FROZEN True" in proc.stderr.splitlines()
-    assert len((tmp_path / "s.txt").read_text().splitlines()) == 10
+    # run (benchmarks/README.md): run as the program, the command line freezes the heap once
+    # the other exit handlers have run; a program that embeds the group keeps its own exit.
+    for how, frozen in (("program", True), ("embedded", False)):
+        out = tmp_path / f"{how}.txt"
+        proc = subprocess.run(
+            [sys.executable, "-c", EXIT_SPY, how, "sample", "-n", "10", "-o", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert f"FROZEN {frozen}" in proc.stderr.splitlines(), how
+        assert len(out.read_text().splitlines()) == 10

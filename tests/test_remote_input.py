@@ -126,42 +126,42 @@ async def test_missing_object_and_missing_backend_are_one_line(
         await run([f"s3://{BUCKET}/nope.txt"], tmp_path / "a")
 
 
-async def test_a_look_ahead_is_what_the_read_then_takes(s3: S3Server, tmp_path: Path) -> None:
+async def test_a_look_ahead_is_what_the_lookups_then_take(s3: S3Server, tmp_path: Path) -> None:
     data = maid_lines(11, 20_000)
     (tmp_path / "local.txt").write_bytes(data)
     url = s3.put("ahead/export.txt", data)
     first = RemoteObject.lookup(url).identity()
     look_ahead([url])
     try:
-        # Waits for the look-ahead (its first block too) and leaves it in place.
-        assert RemoteObject.lookup(url, take_look_ahead=False).identity() == first
-        # Replaced now: what the next lookup takes was asked before.
-        s3.put("ahead/export.txt", maid_lines(12, 100))
-        taken = RemoteObject.lookup(url)
+        taken = RemoteObject.lookup(url)  # waits for the look-ahead, first block included
         assert taken.identity() == first
         assert taken.first_block and data.startswith(taken.first_block[0])
-        # Taken once: the next lookup asks the store, which now holds the new object.
-        assert RemoteObject.lookup(url).identity() != first
+        # Replaced now: every lookup of the command still gets what was found, one identity
+        # for the journal and the read.
+        s3.put("ahead/export.txt", maid_lines(12, 100))
+        assert RemoteObject.lookup(url) is taken
     finally:
         forget_look_ahead()
+    assert RemoteObject.lookup(url).identity() != first  # asked again once forgotten
     s3.put("ahead/export.txt", data)
     look_ahead([url])
     try:
-        same_output(
-            await run([url], tmp_path / "a"), await run([tmp_path / "local.txt"], tmp_path / "b")
-        )
+        local = await run([tmp_path / "local.txt"], tmp_path / "b")
+        same_output(await run([url], tmp_path / "a"), local)
     finally:
         forget_look_ahead()
 
 
-async def test_a_failed_look_ahead_is_reported_by_the_lookup(s3: S3Server, tmp_path: Path) -> None:
-    url = f"s3://{BUCKET}/ahead/nope.txt"
+async def test_a_failed_look_ahead_is_what_the_lookup_reports(s3: S3Server, tmp_path: Path) -> None:
+    url = f"s3://{BUCKET}/ahead/late.txt"
     look_ahead([url])
     try:
-        with pytest.raises(InputError, match=r"ahead/nope\.txt: no such object"):
+        s3.put("ahead/late.txt", maid_lines(15, 100))  # there now, not when looked up
+        with pytest.raises(InputError, match=r"ahead/late\.txt: no such object"):
             await run([url], tmp_path / "a")
     finally:
         forget_look_ahead()
+    assert (await run([url], tmp_path / "b")).rows_read == 111
 
 
 def test_a_forgotten_look_ahead_is_not_taken(s3: S3Server) -> None:

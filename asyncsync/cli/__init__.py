@@ -10,6 +10,8 @@ import atexit
 import gc
 import importlib
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -23,13 +25,6 @@ from asyncsync.heap import keep_freed_memory
 # already set is kept.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-# The interpreter's exit collects the cyclic garbage of the whole heap before it clears the
-# modules: 0.08 s after a `prepare` of a local file, 0.2 s with botocore loaded (its service
-# models), all on the critical path of a short run. Registered first, so run after every
-# other exit handler (the pool's, the journal's): what is left then is freed by reference
-# counting alone; the OS takes back the rest (benchmarks/README.md, "Inputs where they
-# live").
-atexit.register(gc.freeze)
 
 #: command name -> module under ``asyncsync.cli`` whose ``commands`` list holds it
 _COMMANDS: dict[str, str] = {
@@ -48,6 +43,19 @@ _NO_POOL_FLAGS = ("-h", "--help", "--dask", "--prepared")
 
 
 class _LazyGroup(click.Group):
+    def main(self, args: Sequence[str] | None = None, *rest: Any, **extra: Any) -> Any:
+        if args is None:  # run as the program (the console script, python -m asyncsync)
+            # The interpreter's exit collects the cyclic garbage of the whole heap before it
+            # clears the modules: 0.08 s after a `prepare` of a local file, 0.2 s with botocore
+            # loaded (its service models), on the critical path of a short run. Frozen instead,
+            # after the exit handlers registered from here on (the pool's, the temporary
+            # directories'), which run first: what is left is freed by reference counting
+            # alone, the OS takes back the rest (benchmarks/README.md, "Inputs where they
+            # live"). Not when called with arguments: a program that embeds the group keeps
+            # its own exit.
+            atexit.register(gc.freeze)
+        return super().main(args, *rest, **extra)
+
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
@@ -131,26 +139,15 @@ def _start_fork_server(args: list[str]) -> None:
 
 
 def _look_ahead_at_inputs(ctx: click.Context, args: list[str]) -> None:
-    """Start looking up the command's inputs in object storage now, on a thread
-    (:func:`asyncsync.remote.look_ahead`): the store's answers and botocore's setup then
-    overlap this process's imports. ``args`` are not parsed yet, so the inputs are guessed: a
-    URL of one object (not a Parquet name, a glob or a prefix ending in ``/``: those are
-    listed, not read as one object); after an option, which may take it as its value
-    (``--api-base``), only an object store's URL (``s3://``, ``gs://``, ``az://``...), never
-    ``http(s)://``. A wrong guess costs a request, never correctness."""
+    """Start looking up the command's inputs in object storage now
+    (:func:`asyncsync.remote.look_ahead`, the words :func:`~asyncsync.locations.object_inputs`
+    picks): the store's answers and botocore's setup then overlap this process's imports.
+    What was found is dropped when the command ends."""
     if any(a.split("=", 1)[0] in _NO_POOL_FLAGS for a in args):
         return
-    from asyncsync.locations import has_glob, has_parquet_suffix, is_remote
+    from asyncsync.locations import object_inputs
 
-    def looks_object(i: int, word: str) -> bool:
-        if not is_remote(word) or has_parquet_suffix(word) or has_glob(word):
-            return False
-        if word.endswith("/"):
-            return False
-        after_option = i > 0 and args[i - 1].startswith("-")
-        return not after_option or not word.lower().startswith(("http://", "https://"))
-
-    urls = [word for i, word in enumerate(args) if looks_object(i, word)]
+    urls = object_inputs(args)
     if urls:
         from asyncsync import remote
 

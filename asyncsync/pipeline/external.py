@@ -96,4 +96,4 @@ def input_identity(name: str) -> dict[str, Any]:
     if is_parquet(name):
         shown, files = dataset_files(name)
         return {"path": shown, "files": [f.identity() for f in files]}
-    return RemoteObject.lookup(name, take_look_ahead=False).identity()
+    return RemoteObject.lookup(name).identity()

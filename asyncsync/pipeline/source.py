@@ -361,7 +361,14 @@ class _Stream:
             self._file = zstd.ZstdFile(raw)
             self._read = self._file.read
         elif isinstance(raw, RemoteStream):
-            self._read = raw.read1  # the fetched blocks as they came, without joining them
+            blocks = raw
+
+            def read(n: int) -> bytes:
+                # The fetched blocks as they came, without joining them, unless more is asked
+                # for than a block holds (a chunk size above it).
+                return blocks.read1(n) if n <= blocks.block_bytes else blocks.read(n)
+
+            self._read = read
 
     def read(self, n: int) -> bytes:
         """Up to ``n`` bytes, fewer only at the end (or, from an object store, when a fetched
