@@ -717,6 +717,21 @@ class RemoteStream:
             self._schedule()
         return True
 
+    def _piece(self, n: int) -> bytes | None:
+        """Up to ``n`` bytes of the current block (the next one once it is used up), None at
+        the end. Raises ``_NoRanges`` when nothing was handed out yet and the store ignores
+        Range, after setting ``size`` to None: the object is then read as one stream."""
+        try:
+            more = self._pos < len(self._buf) or self._refill()
+        except _NoRanges:
+            self.size = None
+            raise
+        if not more:
+            return None
+        take = self._buf[self._pos : self._pos + n]  # the block itself when taken whole
+        self._pos += len(take)
+        return take
+
     def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (all the rest for -1); fewer only at the end. Raises ``OSError``."""
         if self.size is None:
@@ -726,18 +741,12 @@ class RemoteStream:
             return bytes(self._file.read(n))
         parts: list[bytes] = []
         want = n if n >= 0 else (1 << 62)
-        while want > 0:
-            try:
-                more = self._pos < len(self._buf) or self._refill()
-            except _NoRanges:  # nothing was handed out yet: stream it from the start instead
-                self.size = None
-                return self.read(n)
-            if not more:
-                break
-            take = self._buf[self._pos : self._pos + want]
-            self._pos += len(take)
-            want -= len(take)
-            parts.append(take)
+        try:
+            while want > 0 and (take := self._piece(want)) is not None:
+                want -= len(take)
+                parts.append(take)
+        except _NoRanges:  # nothing was handed out yet: stream it from the start instead
+            return self.read(n)
         return b"".join(parts)
 
     def read1(self, n: int) -> bytes:
@@ -747,15 +756,10 @@ class RemoteStream:
         if self.size is None:
             return self.read(n)
         try:
-            more = self._pos < len(self._buf) or self._refill()
+            take = self._piece(n)
         except _NoRanges:  # nothing was handed out yet: stream it from the start instead
-            self.size = None
             return self.read(n)
-        if not more:
-            return b""
-        take = self._buf[self._pos : self._pos + n]  # the block itself when taken whole
-        self._pos += len(take)
-        return take
+        return b"" if take is None else take
 
     def close(self) -> None:
         if self._closed:
