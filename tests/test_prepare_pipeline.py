@@ -8,6 +8,8 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -285,6 +287,43 @@ async def test_a_part_spanning_more_unique_runs_than_files_kept_still_completes(
     assert len(r.parts) == 1
     assert r.rows_written == 40
     assert part_lines(r) == expected_digests(ids)
+
+
+def resident_bytes(path: Path) -> int:
+    """Bytes of ``path`` in the page cache (util-linux's fincore)."""
+    done = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout.split()[0])
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux's fincore")
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_large_output_is_dropped_from_the_page_cache_as_its_parts_finish(
+    tmp_path: Path, workers: int
+) -> None:
+    lines = noisy_lines(30_000)
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    opts = {"max_file_bytes": 200_000, "chunk_bytes": 64 * 1024, "workers": workers}
+    kept = await prepare(src, out_dir=tmp_path / "kept", drop_behind_bytes=None, **opts)
+    if sum(resident_bytes(p.path) for p in kept.parts) == 0:
+        pytest.skip("this file system keeps no written page in the page cache")
+    # About 2 MB of parts: over a limit of 1 MB, so every part is dropped once finished.
+    dropped = await prepare(src, out_dir=tmp_path / "dropped", drop_behind_bytes=1 << 20, **opts)
+    assert [(p.bytes, p.rows, p.md5) for p in dropped.parts] == [
+        (p.bytes, p.rows, p.md5) for p in kept.parts
+    ]
+    deadline = asyncio.get_running_loop().time() + 20
+    while any(resident_bytes(p.path) for p in dropped.parts):
+        assert asyncio.get_running_loop().time() < deadline, "parts still in the page cache"
+        await asyncio.sleep(0.1)
+    # Below the limit nothing is dropped: the first run's parts stay cached.
+    assert all(resident_bytes(p.path) for p in kept.parts)
+    assert part_lines(dropped) == expected_digests(lines)  # read back whole (cached again)
 
 
 async def test_stale_parts_of_an_earlier_run_are_removed(tmp_path: Path) -> None:

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
+import queue
+import sys
+import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +30,7 @@ from asyncsync.rules.engine import Engine, native_for
 
 __all__ = [
     "PART_GLOB",
+    "DropBehind",
     "PartInfo",
     "PartSource",
     "PlannedPart",
@@ -147,6 +152,50 @@ def write_part(
     return PartInfo(
         index=index, file=name, path=final, bytes=written, rows=rows, md5=md5.hexdigest()
     )
+
+
+_SYNC_FILE_RANGE_ALL: Final = 1 | 2 | 4  # WAIT_BEFORE | WRITE | WAIT_AFTER
+
+
+class DropBehind:
+    """Finished files handed to a thread that writes each back to disk and then drops its pages
+    from the page cache (``sync_file_range``, then ``POSIX_FADV_DONTNEED``): the pages of one
+    part serve the next instead of the page cache growing by a whole large output. Only hints:
+    a failure is ignored, the file is whole either way; what is still queued when the process
+    ends stays cached. :meth:`close` lets the thread end once the queue is done."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._write_back = _write_back_call()
+        self._thread = threading.Thread(target=self._run, name="asyncsync-drop-behind", daemon=True)
+        self._thread.start()
+
+    def add(self, path: Path) -> None:
+        self._queue.put(str(path))
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while (path := self._queue.get()) is not None:
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    self._write_back(fd)
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+
+
+def _write_back_call() -> Callable[[int], object]:
+    """Write a file's dirty pages and wait for them: ``sync_file_range`` on Linux (the data
+    only, no metadata, no flush of the device's cache), else ``fdatasync``."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            call = ctypes.CDLL(None, use_errno=True).sync_file_range
+            call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            return lambda fd: call(fd, 0, 0, _SYNC_FILE_RANGE_ALL)
+    return os.fdatasync
 
 
 def part_lanes(engine: Engine | None = None) -> int:

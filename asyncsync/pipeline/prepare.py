@@ -67,6 +67,7 @@ from asyncsync.pipeline.dedupe import (
 from asyncsync.pipeline.parts import (
     PART_GLOB,
     TMP_SUFFIX,
+    DropBehind,
     PartInfo,
     PartSource,
     PlannedPart,
@@ -113,6 +114,9 @@ MANIFEST_NAME: Final = "manifest.json"
 MANIFEST_VERSION: Final = 1
 MiB: Final = 1024 * 1024
 SPILL_PREFIX: Final = ".prepare-spill-"
+DROP_BEHIND_BYTES: Final = 2 * 1024 * MiB
+"""Parts of an output larger than this are dropped from the page cache as they are finished
+(``PrepareOptions.drop_behind_bytes``): 10 M IDs make about 0.6 GB of parts, 100 M about 6 GB."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,7 +141,12 @@ class PrepareOptions:
     ``merge_rows`` rows sorted at once by a worker; ``bucket_bits`` (1-16) how finely the digest
     space is split for the merge; ``spill_dir`` where the temporary digest runs go (default: a
     hidden directory inside the output directory); ``sample_cap`` rejected lines kept for the
-    report; ``fsync`` parts before renaming them.
+    report; ``fsync`` parts before renaming them; ``drop_behind_bytes``: when the parts would
+    exceed this many bytes (one line per valid ID, before dedupe), each part is written back
+    and dropped from the page cache once finished, so that a large output does not grow the
+    page cache by its whole size (pushing out the input and the spill the merges still read;
+    on a virtual machine, every new page-cache page may cost a fault in the hypervisor:
+    benchmarks/README.md); None: never.
 
     Worst-case memory, with W = workers, C = chunk_bytes, F = chunks_in_flight:
     the parent holds up to F chunks of streamed input (compressed, streams, CSV), about
@@ -166,6 +175,7 @@ class PrepareOptions:
     sample_cap: int = 100
     fsync: bool = False
     default_country: str | None = None
+    drop_behind_bytes: int | None = DROP_BEHIND_BYTES
 
     def __post_init__(self) -> None:
         try:
@@ -201,6 +211,9 @@ class PrepareOptions:
             raise UsageError(f"bucket_bits must be between 1 and 16, not {self.bucket_bits}")
         if self.sample_cap < 0:
             raise UsageError(f"sample_cap must not be negative, not {self.sample_cap}")
+        limit = self.drop_behind_bytes
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise UsageError(f"drop_behind_bytes must be an integer >= 0 or None, not {limit!r}")
         if self.default_country is not None:
             try:
                 region = check_default_country(self.default_country)
@@ -581,6 +594,9 @@ async def _merge_and_write(
     chunks = [c for c in stats.ordered() if c.valid]
     groups = _groups(chunks, opts)
     per_part = rows_per_part(opts.max_file_bytes, size)
+    limit = opts.drop_behind_bytes
+    large = limit is not None and sum(c.valid for c in chunks) * (2 * size + 1) > limit
+    dropper = DropBehind() if large and hasattr(os, "posix_fadvise") else None
     permits = asyncio.Semaphore(opts.chunks_in_flight or 2 * opts.resolved_workers())
     merge_q: asyncio.Queue[tuple[str, asyncio.Future[tuple[int, int]]] | None] = asyncio.Queue()
     part_q: asyncio.Queue[asyncio.Future[list[PartInfo]] | None] = asyncio.Queue()
@@ -693,6 +709,8 @@ async def _merge_and_write(
                 reporter(info.written())
                 if on_part is not None:
                     await on_part(info)
+                if dropper is not None:
+                    dropper.add(info.path)
 
     try:
         async with asyncio.TaskGroup() as tg:
@@ -702,6 +720,9 @@ async def _merge_and_write(
             tg.create_task(collect_parts())
     except BaseExceptionGroup as group:
         raise first_error(group) from group
+    finally:
+        if dropper is not None:
+            dropper.close()
     return unique_total, parts
 
 
