@@ -66,14 +66,15 @@ class _LazyGroup(click.Group):
             # The blocks of a streamed input (an object, stdin, a compressed file) pass through
             # this process: its heap keeps them for the next one (asyncsync/heap.py).
             keep_freed_memory()
-            try:
-                _start_fork_server(args[1:])
-            except Exception:  # only a head start: the pool starts its server itself if need be
-                pass
-            try:
-                _look_ahead_at_inputs(ctx, args[1:])
-            except Exception:  # only a head start: the reader looks its inputs up itself
-                pass
+            if not any(a.split("=", 1)[0] in _NO_POOL_FLAGS for a in args[1:]):
+                try:
+                    _start_fork_server(args[1:])
+                except Exception:  # only a head start: the pool starts its own server if need be
+                    pass
+                try:
+                    _look_ahead_at_inputs(ctx, args[1:])
+                except Exception:  # only a head start: the reader looks its inputs up itself
+                    pass
         return super().resolve_command(ctx, args)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -123,8 +124,6 @@ def _start_fork_server(args: list[str]) -> None:
     a file starting with ``PAR1``...); a word after an option, which may be that option's
     value (``-o DIR``, a token file), only by a Parquet suffix in its name. A wrong guess costs
     time, never correctness."""
-    if any(a.split("=", 1)[0] in _NO_POOL_FLAGS for a in args):
-        return
     from asyncsync import forkserver
     from asyncsync.locations import has_parquet_suffix, is_parquet
 
@@ -143,8 +142,6 @@ def _look_ahead_at_inputs(ctx: click.Context, args: list[str]) -> None:
     (:func:`asyncsync.remote.look_ahead`, the words :func:`~asyncsync.locations.object_inputs`
     picks): the store's answers and botocore's setup then overlap this process's imports.
     What was found is dropped when the command ends."""
-    if any(a.split("=", 1)[0] in _NO_POOL_FLAGS for a in args):
-        return
     from asyncsync.locations import object_inputs
 
     urls = object_inputs(args)
