@@ -594,9 +594,6 @@ async def _merge_and_write(
     chunks = [c for c in stats.ordered() if c.valid]
     groups = _groups(chunks, opts)
     per_part = rows_per_part(opts.max_file_bytes, size)
-    limit = opts.drop_behind_bytes
-    large = limit is not None and sum(c.valid for c in chunks) * (2 * size + 1) > limit
-    dropper = DropBehind() if large and hasattr(os, "posix_fadvise") else None
     permits = asyncio.Semaphore(opts.chunks_in_flight or 2 * opts.resolved_workers())
     merge_q: asyncio.Queue[tuple[str, asyncio.Future[tuple[int, int]]] | None] = asyncio.Queue()
     part_q: asyncio.Queue[asyncio.Future[list[PartInfo]] | None] = asyncio.Queue()
@@ -712,6 +709,9 @@ async def _merge_and_write(
                 if dropper is not None:
                     dropper.add(info.path)
 
+    limit = opts.drop_behind_bytes
+    large = limit is not None and sum(c.valid for c in chunks) * (2 * size + 1) > limit
+    dropper = DropBehind() if large and hasattr(os, "posix_fadvise") else None
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(submit_merges())
