@@ -46,6 +46,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asyncsync.errors import InputError
+from asyncsync.pipeline.dedupe import read_spilled
 from asyncsync.pipeline.source import BOM, binary_reason, iter_jobs, open_inputs
 from asyncsync.pipeline.worker import HashSettings, hash_job
 from asyncsync.rules.hashing import REASONS, digest_size
@@ -130,7 +131,8 @@ def read_all(path: Path, kind: IdType, algo: HashAlgo, column: str | None, chunk
             result = hash_job(job, hs)
             rows += result.rows
             rejected = [a + b for a, b in zip(rejected, result.rejected, strict=True)]
-            digests += take_spill(result.spill_path, size)
+            data = read_spilled(result.spill, size, hs.bucket_bits)
+            digests += [data[i : i + size] for i in range(0, len(data), size)]
         return rows, rejected, sorted(digests)
 
     try:
@@ -141,14 +143,6 @@ def read_all(path: Path, kind: IdType, algo: HashAlgo, column: str | None, chunk
         for p in spill.iterdir():
             p.unlink()
         spill.rmdir()
-
-
-def take_spill(path: str, size: int) -> list[bytes]:
-    """The digests a worker spilled (in bucket order), removing the file."""
-    spilled = Path(path)
-    data = spilled.read_bytes()
-    spilled.unlink()
-    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 def lines_of(data: bytes) -> list[bytes]:

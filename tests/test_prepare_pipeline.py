@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -262,6 +263,46 @@ async def test_the_spill_is_freed_early_and_unique_runs_reuse_a_bounded_set_of_f
     assert part_lines(r) == expected_digests(lines)
 
 
+async def test_each_spill_range_is_deleted_once_the_merges_are_past_it(tmp_path: Path) -> None:
+    """The merges go through the buckets in order, so a range's spill files go while later
+    groups still wait to merge: when the first part reaches ``on_part`` (which holds back the
+    rest: parts not collected keep the pool's places), the first range's files are deleted
+    and the last range's are still there."""
+    lines = noisy_lines(6000)
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out"
+    at_first: dict[str, list[str]] = {}
+
+    async def on_part(part: PartInfo) -> None:
+        if part.index != 1:
+            return
+        (spill,) = out.glob(".prepare-spill-*")
+        for _ in range(200):  # the deletion runs on a thread: give it a moment
+            if not list(spill.glob("w*-r00.bin")):
+                break
+            await asyncio.sleep(0.05)
+        at_first["files"] = sorted(f.name for f in spill.iterdir())
+
+    r = await prepare(
+        src,
+        out_dir=out,
+        on_part=on_part,
+        max_file_bytes=65 * 200,
+        chunk_bytes=8192,
+        merge_rows=300,  # one bucket a group: 16 groups, one range each
+        bucket_bits=4,
+        chunks_in_flight=2,
+        workers=2,
+    )
+    files = at_first["files"]
+    assert not [n for n in files if n.endswith("-r00.bin")], files
+    assert [n for n in files if n.endswith("-r15.bin")], files
+    assert len(r.parts) >= 20
+    assert part_lines(r) == expected_digests(lines)
+    assert not list(out.glob(".prepare-spill-*"))
+
+
 async def test_a_part_spanning_more_unique_runs_than_files_kept_still_completes(
     tmp_path: Path,
 ) -> None:
@@ -401,7 +442,7 @@ async def test_count_gives_prepares_counts_and_parts_and_writes_no_file(
 
     counted = await count(src, work_dir=work, reporter=watch, options=opts)
     assert not [e for e in events if isinstance(e, PartWritten)]
-    assert seen and all(name.startswith("chunk-") for name in seen), seen  # spill runs only
+    assert seen and all(re.fullmatch(r"w\d+-r\d\d\.bin", n) for n in seen), seen  # spill only
     assert list(work.iterdir()) == []  # the spill is gone
     written = await prepare(src, out_dir=tmp_path / "out", options=opts)
     assert [(p.index, p.file, p.rows, p.bytes) for p in counted.parts] == [

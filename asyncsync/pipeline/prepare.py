@@ -9,7 +9,8 @@ Three steps, all on one process pool:
    submitted and not yet done (backpressure on the reader).
 2. **merge**: runs of buckets are sorted and made unique, each into one file; a file is
    reused for a later run once every part that reads it is written, so at most
-   ``2 * chunks_in_flight`` such files exist (the spill files go once every group is merged).
+   ``2 * chunks_in_flight`` such files exist. The groups are merged in bucket order, so each
+   range of buckets' spill files is deleted as soon as the merges are past it.
 3. **parts**: part ``k`` is rows ``[k*R, (k+1)*R)`` of the concatenated unique files, hex
    encoded, MD5 computed while written, renamed when complete; parts are handed to ``on_part``
    in index order while later ones are still being produced.
@@ -45,7 +46,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-import numpy.typing as npt
 
 from asyncsync.errors import (
     AsyncSyncError,
@@ -61,8 +61,11 @@ from asyncsync.locations import is_parquet, is_remote
 from asyncsync.pipeline.dedupe import (
     MergeSource,
     count_group,
+    group_sources,
     merge_group,
     plan_groups,
+    range_path,
+    ranges_done,
 )
 from asyncsync.pipeline.parts import (
     PART_GLOB,
@@ -156,10 +159,12 @@ class PrepareOptions:
     while hashing (input, line index, ID matrix, digests, bucketed copy) and about
     ``(3.5 * D + 8) * merge_rows`` while merging (D = 32 bytes per SHA256 digest, 16 for MD5);
     part writing needs about 20 MB per worker; the parent keeps 4 bytes per bucket per chunk
-    (4 KiB per chunk, about 1 MB per 10 M rows). Defaults (C = 4 MiB, F = 2W, 1 M merge rows):
-    about 150 MB per worker plus 16 MB per worker in the parent for streamed inputs, whatever
-    the input size. Dedupe state is on disk: D bytes per valid ID (the spill), and the unique
-    runs in at most ``2 * F`` reused files of about ``D * merge_rows`` bytes each.
+    and 8 per spill range (about 4 KiB per chunk, 1 MB per 10 M rows). Defaults (C = 4 MiB,
+    F = 2W, 1 M merge rows): about 150 MB per worker plus 16 MB per worker in the parent for
+    streamed inputs, whatever the input size. Dedupe state is on disk: D bytes per valid ID
+    (the spill, in 16 files per worker, each deleted once the merges are past its range of
+    the digest space), and the unique runs in at most ``2 * F`` reused files of about
+    ``D * merge_rows`` bytes each.
     """
 
     id_type: IdType = IdType.AUTO
@@ -595,7 +600,10 @@ async def _merge_and_write(
     groups = _groups(chunks, opts)
     per_part = rows_per_part(opts.max_file_bytes, size)
     permits = asyncio.Semaphore(opts.chunks_in_flight or 2 * opts.resolved_workers())
-    merge_q: asyncio.Queue[tuple[str, asyncio.Future[tuple[int, int]]] | None] = asyncio.Queue()
+    # (unique run's file, its merge, the group's last bucket + 1), in bucket order
+    merge_q: asyncio.Queue[tuple[str, asyncio.Future[tuple[int, int]], int] | None] = (
+        asyncio.Queue()
+    )
     part_q: asyncio.Queue[asyncio.Future[list[PartInfo]] | None] = asyncio.Queue()
     ready: list[tuple[int, list[PartSource]]] = []  # parts planned, not yet handed to the pool
     ready_changed = asyncio.Condition()
@@ -605,19 +613,20 @@ async def _merge_and_write(
     unique_total = 0
     runs: list[tuple[str, int, int]] = []  # unique runs: (path, first global row, last row)
     slots = _RunSlots(spill, keep=2 * (opts.chunks_in_flight or 2 * opts.resolved_workers()))
+    spill_free = _SpillFreer(chunks, opts.bucket_bits)
     freeing: asyncio.Future[None] | None = None  # the spill's deletion, once every group is merged
 
     def release(_: object) -> None:
         permits.release()
 
     async def submit_merges() -> None:
-        for sources in _merge_sources(chunks, groups, size):
+        for (_, last), sources in zip(groups, _merge_sources(chunks, groups, opts), strict=True):
             out_path = await slots.take()
             await permits.acquire()
             fut = loop.run_in_executor(pool, merge_group, sources, size, out_path, True)
             fut.add_done_callback(release)
             fut.add_done_callback(_observe)
-            merge_q.put_nowait((out_path, fut))
+            merge_q.put_nowait((out_path, fut, last))
         merge_q.put_nowait(None)
 
     async def plan_parts() -> None:
@@ -639,7 +648,7 @@ async def _merge_and_write(
             index, next_row = index + 1, last_row
 
         while (merged := await merge_q.get()) is not None:
-            path, fut = merged
+            path, fut, last_bucket = merged
             _, unique = await fut
             lo = unique_total
             unique_total += unique
@@ -647,15 +656,15 @@ async def _merge_and_write(
             while unique_total - next_row >= per_part:
                 await queue(next_row + per_part)
             await slots.merge_counted()
-        # Every group is merged: the spill runs are read. Free their disk space and page
-        # cache now rather than at the end (at 100 M rows they are about 3 GB), while the
-        # last parts are written: deleting them takes 0.1 s at 10 M rows, and seconds at
-        # 100 M where the file system discards freed blocks at once (benchmarks/README.md).
+            # Every group up to this one is merged (they are counted in order): the spill
+            # ranges before its last bucket are read by no later merge. Free their disk space
+            # and page cache while the rest merge: at 100 M rows the spill is about 3 GB, and
+            # deleting it at the end waited seconds on a file system that discards freed
+            # blocks at once (benchmarks/README.md).
+            spill_free.upto(ranges_done(last_bucket, opts.bucket_bits))
         # Parts collected from now on are handed out once the spill is gone.
         nonlocal freeing
-        freeing = asyncio.ensure_future(
-            asyncio.to_thread(_unlink_all, [c.spill_path for c in chunks])
-        )
+        freeing = asyncio.ensure_future(spill_free.upto(None))
         try:
             if unique_total > next_row:
                 await queue(unique_total)
@@ -782,6 +791,33 @@ class _RunSlots:
             self._changed.notify_all()
 
 
+class _SpillFreer:
+    """Deletes the chunks' spill files range after range (:mod:`asyncsync.pipeline.dedupe`),
+    one deletion at a time on a thread, in the order asked."""
+
+    def __init__(self, chunks: list[ChunkResult], bits: int) -> None:
+        self._stems = sorted({run.stem for c in chunks for run in c.spill})
+        self._ranges = ranges_done(1 << bits, bits)
+        self._freed = 0
+        self._last: asyncio.Future[None] | None = None
+
+    def upto(self, ranges: int | None) -> asyncio.Future[None]:
+        """Start deleting the files of the first ``ranges`` ranges (None: all) after the
+        deletions already started; the returned future is done when they are deleted."""
+        end = self._ranges if ranges is None else min(ranges, self._ranges)
+        paths = [range_path(s, r) for r in range(self._freed, end) for s in self._stems]
+        self._freed = max(self._freed, end)
+        self._last = asyncio.ensure_future(_unlink_after(self._last, paths))
+        return self._last
+
+
+async def _unlink_after(before: asyncio.Future[None] | None, paths: list[str]) -> None:
+    if before is not None:
+        await before
+    if paths:
+        await asyncio.to_thread(_unlink_all, paths)
+
+
 def _unlink_all(paths: Iterable[str]) -> None:
     for path in paths:
         with contextlib.suppress(OSError):
@@ -792,30 +828,17 @@ def _groups(chunks: list[ChunkResult], opts: PrepareOptions) -> list[tuple[int, 
     """The merge groups: runs of buckets of about ``merge_rows`` rows over all chunks."""
     totals = np.zeros(1 << opts.bucket_bits, dtype=np.int64)
     for c in chunks:
-        totals += c.bucket_counts.sum(axis=0)
+        for run in c.spill:
+            totals += run.counts
     return plan_groups(totals, opts.merge_rows)
 
 
 def _merge_sources(
-    chunks: list[ChunkResult], groups: list[tuple[int, int]], size: int
+    chunks: list[ChunkResult], groups: list[tuple[int, int]], opts: PrepareOptions
 ) -> Iterator[list[MergeSource]]:
-    """Where each group's rows are in the chunks' spill files (in each run of each file),
-    group after group."""
-    runs: list[tuple[str, npt.NDArray[np.int32]]] = []
-    at: list[int] = []  # rows before the group's rows in each run: earlier runs, earlier groups
-    for c in chunks:
-        start = 0
-        for counts in c.bucket_counts:
-            runs.append((c.spill_path, counts))
-            at.append(start)
-            start += int(counts.sum())
-    for first, last in groups:
-        sources = []
-        for i, (path, counts) in enumerate(runs):
-            part = tuple(counts[first:last].tolist())
-            sources.append(MergeSource(path, at[i] * size, part))
-            at[i] += sum(part)
-        yield sources
+    """Where each group's rows are in the chunks' spill files, group after group."""
+    runs = [run for c in chunks for run in c.spill]
+    return group_sources(runs, groups, opts.digest_size, opts.bucket_bits)
 
 
 def _observe(fut: asyncio.Future[Any]) -> None:
@@ -1087,7 +1110,7 @@ async def _count_unique(
 
     try:
         async with asyncio.TaskGroup() as tg:
-            for g, sources in enumerate(_merge_sources(chunks, _groups(chunks, opts), size)):
+            for g, sources in enumerate(_merge_sources(chunks, _groups(chunks, opts), opts)):
                 run = None if runs_dir is None else runs_dir / f"unique-{g:06d}.bin"
                 if run is not None:
                     runs.append(run)

@@ -14,14 +14,10 @@ import sys
 import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
-from typing import Any, BinaryIO
-
-import numpy as np
-import numpy.typing as npt
+from typing import Any
 
 from asyncsync.heap import keep_freed_memory
-from asyncsync.pipeline.dedupe import spill_chunk, spill_run
+from asyncsync.pipeline.dedupe import SpillRun, spill_ranges, spill_stem
 from asyncsync.pipeline.parquet import (
     ColumnJob,
     RowGroupJob,
@@ -153,10 +149,9 @@ class ChunkResult:
     valid: int
     rejected: tuple[int, int, int]
     sample: tuple[tuple[int, str], ...]
-    spill_path: str
-    bucket_counts: npt.NDArray[np.int32]
-    """Digests per bucket of each run of the spill file, one row per run, runs in file order
-    (one run, except for Parquet chunks: see :func:`hash_job`)."""
+    spill: tuple[SpillRun, ...]
+    """Where the chunk's digests went (one run, except for Parquet chunks: see
+    :func:`hash_job`), and how many in each bucket."""
     national: int = 0
     """Phone lines rejected as national numbers (without ``--default-country``)."""
 
@@ -169,9 +164,9 @@ def hash_job(job: Job, settings: HashSettings) -> ChunkResult:
         "sample_cap": settings.sample_cap,
         "default_country": settings.default_country,
     }
-    spill_path = str(Path(settings.spill_dir) / f"chunk-{job.seq:09d}.bin")
+    stem = spill_stem(settings.spill_dir)
     if isinstance(job, ColumnJob | RowGroupJob):
-        return _hash_column_job(job, settings, kw, spill_path)
+        return _hash_column_job(job, settings, kw, stem)
     if isinstance(job, RangeJob):
         data = read_range(job)
         bytes_read = job.end - job.start
@@ -185,7 +180,7 @@ def hash_job(job: Job, settings: HashSettings) -> ChunkResult:
     else:
         hashed = hash_chunk(data, **kw)  # type: ignore[arg-type]
         sample = tuple((i + 1, reason) for i, reason in hashed.sample)
-    counts = spill_chunk(hashed.digests, hashed.digest_size, settings.bucket_bits, spill_path)
+    counts, offsets = spill_ranges(hashed.digests, hashed.digest_size, settings.bucket_bits, stem)
     return ChunkResult(
         seq=job.seq,
         input_index=job.input_index,
@@ -195,44 +190,44 @@ def hash_job(job: Job, settings: HashSettings) -> ChunkResult:
         valid=hashed.valid,
         rejected=hashed.rejected,
         sample=sample,
-        spill_path=spill_path,
-        bucket_counts=counts.reshape(1, -1),
+        spill=(SpillRun(stem, counts, offsets),),
         national=hashed.national,
     )
 
 
 def _hash_column_job(
-    job: ColumnJob | RowGroupJob, settings: HashSettings, kw: dict[str, Any], spill_path: str
+    job: ColumnJob | RowGroupJob, settings: HashSettings, kw: dict[str, Any], stem: str
 ) -> ChunkResult:
     """Hash a Parquet chunk array by array and spill its digests as they come, in runs of about
     ``run_rows`` rows (a :class:`RowGroupJob`; a :class:`ColumnJob` is one run), so that a
     worker holds a few record batches and their digests, never a whole row group's."""
     run_rows = job.run_rows if isinstance(job, RowGroupJob) else None
-    runs: list[npt.NDArray[np.int32]] = []
+    runs: list[SpillRun] = []
     held: list[ChunkHashes] = []
     rows = valid = bytes_read = national = 0
     rejected = [0, 0, 0]
     sample: list[tuple[int, str]] = []
 
-    def spill(f: BinaryIO) -> None:
+    def spill() -> None:
         hashed = joined_hashes(held, **kw)
         held.clear()
-        runs.append(spill_run(hashed.digests, hashed.digest_size, settings.bucket_bits, f))
+        bits = settings.bucket_bits
+        counts, offsets = spill_ranges(hashed.digests, hashed.digest_size, bits, stem)
+        runs.append(SpillRun(stem, counts, offsets))
 
-    with open(spill_path, "wb") as f:
-        for hashed, nbytes in column_hashes(column_arrays(job), **kw):
-            if len(sample) < settings.sample_cap:
-                sample.extend((rows + i + 1, reason) for i, reason in hashed.sample)
-            rows += hashed.rows
-            valid += hashed.valid
-            bytes_read += nbytes
-            national += hashed.national
-            rejected = [a + b for a, b in zip(rejected, hashed.rejected, strict=True)]
-            held.append(hashed)
-            if run_rows is not None and sum(h.rows for h in held) >= run_rows:
-                spill(f)
-        if held or not runs:
-            spill(f)
+    for hashed, nbytes in column_hashes(column_arrays(job), **kw):
+        if len(sample) < settings.sample_cap:
+            sample.extend((rows + i + 1, reason) for i, reason in hashed.sample)
+        rows += hashed.rows
+        valid += hashed.valid
+        bytes_read += nbytes
+        national += hashed.national
+        rejected = [a + b for a, b in zip(rejected, hashed.rejected, strict=True)]
+        held.append(hashed)
+        if run_rows is not None and sum(h.rows for h in held) >= run_rows:
+            spill()
+    if held or not runs:
+        spill()
     return ChunkResult(
         seq=job.seq,
         input_index=job.input_index,
@@ -242,7 +237,6 @@ def _hash_column_job(
         valid=valid,
         rejected=(rejected[0], rejected[1], rejected[2]),
         sample=tuple(sample[: settings.sample_cap]),
-        spill_path=spill_path,
-        bucket_counts=np.stack(runs),
+        spill=tuple(runs),
         national=national,
     )
