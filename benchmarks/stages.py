@@ -30,7 +30,14 @@ from typing import TypeVar
 
 import numpy as np
 
-from asyncsync.pipeline.dedupe import MergeSource, merge_group, plan_groups, spill_chunk
+from asyncsync.pipeline.dedupe import (
+    SpillRun,
+    group_sources,
+    merge_group,
+    plan_groups,
+    spill_ranges,
+    spill_stem,
+)
 from asyncsync.pipeline.parquet import (
     PARQUET_SUFFIXES,
     ParquetInput,
@@ -93,27 +100,21 @@ def run(src: Path, kind: str, algo: str, work: Path) -> dict[str, object]:
     engine = active_engine()
     totals: dict[str, float] = {}
     rows = 0
-    spills: list[tuple[str, np.ndarray]] = []
+    spills: list[SpillRun] = []
     digest_size = 32 if algo == "sha256" else 16
-    for seq, hashed in enumerate(_hashed(src, kind, algo, totals)):
+    stem = spill_stem(str(work))
+    for hashed in _hashed(src, kind, algo, totals):
         rows += hashed.rows
-        path = str(work / f"chunk-{seq:06d}.bin")
-        counts = timed(
+        counts, offsets = timed(
             totals,
             "spill",
-            lambda h=hashed, p=path: spill_chunk(h.digests, h.digest_size, BITS, p),  # type: ignore[misc]
+            lambda h=hashed: spill_ranges(h.digests, h.digest_size, BITS, stem),  # type: ignore[misc]
         )
-        spills.append((path, counts))
-    total_counts = sum((c.astype(np.int64) for _, c in spills), np.zeros(1 << BITS, np.int64))
+        spills.append(SpillRun(stem, counts, offsets))
+    total_counts = sum((r.counts.astype(np.int64) for r in spills), np.zeros(1 << BITS, np.int64))
     groups = plan_groups(total_counts, 1_000_000)
-    before = [0] * len(spills)
     uniques: list[tuple[str, int]] = []
-    for g, (first, last) in enumerate(groups):
-        sources = []
-        for i, (path, counts) in enumerate(spills):
-            part = tuple(int(x) for x in counts[first:last])
-            sources.append(MergeSource(path, before[i] * digest_size, part))
-            before[i] += sum(part)
+    for g, sources in enumerate(group_sources(spills, groups, digest_size, BITS)):
         out = str(work / f"unique-{g:06d}.bin")
         _, unique = timed(
             totals,

@@ -26,7 +26,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Final
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +49,6 @@ __all__ = [
     "sort_unique",
     "spill_chunk",
     "spill_ranges",
-    "spill_run",
     "spill_stem",
 ]
 
@@ -71,16 +70,12 @@ def _buckets(rows: Rows, bits: int) -> npt.NDArray[np.uint16]:
 
 def spill_chunk(digests: bytes, size: int, bits: int, path: str) -> Counts:
     """Write ``digests`` (``size`` bytes each) to ``path`` grouped by bucket; return the
-    number of digests per bucket (``2**bits`` counts)."""
-    with open(path, "wb") as f:
-        return spill_run(digests, size, bits, f)
-
-
-def spill_run(digests: bytes, size: int, bits: int, f: BinaryIO) -> Counts:
-    """Write ``digests`` grouped by bucket at the current end of the open file ``f``.
-    Returns the number of digests per bucket (``2**bits`` counts)."""
+    number of digests per bucket (``2**bits`` counts). One file for one chunk: the merge reads
+    it as a :class:`MergeSource` per group (``prepare`` spills by ranges instead,
+    :func:`spill_ranges`)."""
     data, counts = _bucketed(digests, size, bits)
-    f.write(data)
+    with open(path, "wb") as f:
+        f.write(data)
     return counts
 
 

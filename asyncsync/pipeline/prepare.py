@@ -664,7 +664,7 @@ async def _merge_and_write(
             spill_free.upto(ranges_done(last_bucket, opts.bucket_bits))
         # Parts collected from now on are handed out once the spill is gone.
         nonlocal freeing
-        freeing = asyncio.ensure_future(spill_free.upto(None))
+        freeing = spill_free.upto(None)
         try:
             if unique_total > next_row:
                 await queue(unique_total)
