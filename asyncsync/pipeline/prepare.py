@@ -807,7 +807,8 @@ class _SpillFreer:
         end = self._ranges if ranges is None else min(ranges, self._ranges)
         paths = [range_path(s, r) for r in range(self._freed, end) for s in self._stems]
         self._freed = max(self._freed, end)
-        self._last = asyncio.ensure_future(_unlink_after(self._last, paths))
+        if paths or self._last is None:  # most merges finish no range: nothing to chain
+            self._last = asyncio.ensure_future(_unlink_after(self._last, paths))
         return self._last
 
 
